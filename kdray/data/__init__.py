@@ -1,0 +1,137 @@
+"""Datasets by name. Each name is one task: a source plus its label.
+
+A loader takes the dataset's resolved options and a data directory and returns a
+:class:`DatasetSplits`. Small datasets come back as :class:`TensorData` (uint8 images or
+int64 token ids, held whole and moved to the GPU once); large ones as a
+``torch.utils.data.Dataset`` of ``(uint8 CHW tensor, label)`` that the training loop
+streams through a DataLoader with workers.
+
+Register a dataset with::
+
+    @register_dataset("cifar10", num_classes=10, batch_size=128, defaults={...})
+    def load_cifar10(options: dict, data_dir: Path) -> DatasetSplits: ...
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+DATA_DIR_ENV = "KDRAY_DATA_DIR"
+
+
+@dataclass
+class TensorData:
+    """A whole split in memory: ``x`` uint8 [N, C, H, W] (images) or int64 [N, L] (tokens)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"TensorData: {len(self.x)} inputs but {len(self.y)} labels")
+        self.y = torch.as_tensor(self.y, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DatasetSplits:
+    """What a loader returns.
+
+    ``attributes`` maps each sensitive attribute name (e.g. ``"young"``) to an int64 array
+    with one value per *test* sample, in test order. ``mean``/``std`` normalise images in
+    [0, 1] per channel; text datasets leave them ``None`` and set ``vocab_size`` and
+    ``pad_token_id``.
+    """
+
+    train: TensorData | torch.utils.data.Dataset
+    test: TensorData | torch.utils.data.Dataset
+    num_classes: int
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    modality: str = "image"
+    mean: tuple[float, ...] | None = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] | None = (0.5, 0.5, 0.5)
+    image_size: int | None = None
+    in_channels: int = 3
+    vocab_size: int | None = None
+    pad_token_id: int | None = None
+    max_length: int | None = None
+    test_labels: np.ndarray | None = None  # labels of a streamed test set (for the store)
+
+    def __post_init__(self) -> None:
+        n = len(self.test)
+        for name, values in self.attributes.items():
+            if len(values) != n:
+                raise ValueError(f"attribute {name!r}: {len(values)} values for {n} test samples")
+            self.attributes[name] = np.asarray(values, dtype=np.int64)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train, TensorData)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What a model builder needs to know about the input besides the class count."""
+        if self.modality == "text":
+            return dict(vocab_size=self.vocab_size, pad_token_id=self.pad_token_id,
+                        max_length=self.max_length)
+        return dict(image_size=self.image_size, in_channels=self.in_channels)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    loader: Callable[[dict, Path], DatasetSplits]
+    num_classes: int
+    batch_size: int  # the paper's batch size for this dataset (Appendix C)
+    defaults: dict[str, Any]
+    attributes: tuple[str, ...] = ()
+    modality: str = "image"
+    augmentation: str = "crop_flip"
+    source: str = ""
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, *, num_classes: int, batch_size: int,
+                     defaults: dict[str, Any] | None = None, attributes: tuple[str, ...] = (),
+                     modality: str = "image", augmentation: str = "crop_flip",
+                     source: str = "") -> Callable:
+    def deco(fn: Callable[[dict, Path], DatasetSplits]) -> Callable:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        DATASETS[name] = DatasetInfo(name, fn, num_classes, batch_size, dict(defaults or {}),
+                                     tuple(attributes), modality, augmentation, source)
+        return fn
+    return deco
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where raw datasets live on this node: ``path``, else ``$KDRAY_DATA_DIR``, else ~/.cache/kdray/data."""
+    p = path or os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "kdray" / "data"
+    return Path(p).expanduser().resolve()
+
+
+def load_dataset(name: str, options: dict[str, Any] | None = None,
+                 root: str | os.PathLike | None = None) -> DatasetSplits:
+    """Load dataset ``name`` with ``options`` (merged over its defaults) from ``root``."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset: {name!r} is not registered; expected one of {sorted(DATASETS)}")
+    info = DATASETS[name]
+    opts = {**info.defaults, **(options or {})}
+    splits = info.loader(opts, data_dir(root))
+    missing = set(info.attributes) - set(splits.attributes)
+    if missing:
+        raise RuntimeError(f"dataset {name!r}: loader returned no attribute(s) {sorted(missing)}")
+    return splits
+
+
+# The registrations (imported for their side effect).
+from kdray.data import digits as _digits  # noqa: E402,F401

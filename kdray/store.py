@@ -1,0 +1,230 @@
+"""The results store: one URI (a local path or ``s3://bucket/prefix``) through pyarrow filesystems.
+
+Layout (the data contract, DESIGN.md "The store")::
+
+    {store}/runs/{run_id}/predictions.parquet   one row per test sample
+    {store}/runs/{run_id}/model.safetensors     final weights (DS trials read their teacher's)
+    {store}/runs/{run_id}/run.json              spec, metrics, provenance: written LAST
+    {store}/analysis/...                        the aggregation job's outputs
+    {store}/tune/...                            Ray Tune's experiment state and checkpoints
+
+A run is complete only when ``run.json`` exists and its ``predictions_sha256`` is the SHA-256
+of the bytes of ``predictions.parquet``. Every file is written whole: locally to a temporary
+name then renamed, on S3 as one PUT (an object appears only when its upload completes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PREDICTIONS = "predictions.parquet"
+MODEL = "model.safetensors"
+RUN_JSON = "run.json"
+
+# Column order and types of predictions.parquet; then one int64 ``attr_<name>`` per attribute.
+PREDICTION_FIELDS = [
+    pa.field("run_id", pa.string()), pa.field("dataset", pa.string()),
+    pa.field("role", pa.string()), pa.field("arch", pa.string()),
+    pa.field("teacher_arch", pa.string()), pa.field("temperature", pa.float64()),
+    pa.field("alpha", pa.float64()), pa.field("seed", pa.int64()),
+    pa.field("sample_index", pa.int64()), pa.field("label", pa.int64()),
+    pa.field("pred", pa.int64()),
+]
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any ``user:secret@`` userinfo and secret query values masked, for printing."""
+    uri = re.sub(r"(?<=://)[^/@]+@", "***@", uri)
+    return re.sub(r"(?i)((?:secret|token|key|password)[^=&]*=)[^&]*", r"\1***", uri)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def predictions_table(run_id: str, spec: Mapping[str, Any], sample_index: np.ndarray,
+                      label: np.ndarray, pred: np.ndarray,
+                      attributes: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+    """The contract's table for one run: constant run-level columns, then per-sample ones."""
+    n = len(sample_index)
+    if not (len(label) == len(pred) == n):
+        raise ValueError(f"predictions: {n} sample indices, {len(label)} labels, {len(pred)} preds")
+    const = {"run_id": run_id, "dataset": spec["dataset"], "role": spec["role"],
+             "arch": spec["arch"], "teacher_arch": spec.get("teacher_arch"),
+             "temperature": spec.get("temperature"), "alpha": spec.get("alpha"),
+             "seed": spec["seed"]}
+    cols: dict[str, pa.Array] = {}
+    for f in PREDICTION_FIELDS[:8]:
+        cols[f.name] = pa.array([const[f.name]] * n, type=f.type)
+    cols["sample_index"] = pa.array(np.asarray(sample_index, dtype=np.int64))
+    cols["label"] = pa.array(np.asarray(label, dtype=np.int64))
+    cols["pred"] = pa.array(np.asarray(pred, dtype=np.int64))
+    fields = list(PREDICTION_FIELDS)
+    for name, values in sorted((attributes or {}).items()):
+        if len(values) != n:
+            raise ValueError(f"attribute {name!r}: {len(values)} values for {n} samples")
+        cols[f"attr_{name}"] = pa.array(np.asarray(values, dtype=np.int64))
+        fields.append(pa.field(f"attr_{name}", pa.int64()))
+    return pa.Table.from_pydict(cols, schema=pa.schema(fields))
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    complete: bool
+    reason: str = ""  # why not complete: "missing", "no run.json", "checksum mismatch", ...
+
+
+class Store:
+    """A results store at ``uri`` (local path, ``file://``, or ``s3://bucket/prefix[?endpoint_override=…]``).
+
+    S3 credentials come from the environment (``AWS_*`` variables, an instance profile) or
+    the URI's userinfo; ``str(store)`` never shows them.
+    """
+
+    def __init__(self, uri: str | os.PathLike) -> None:
+        uri = os.fspath(uri)
+        if not uri:
+            raise ValueError("store: '' is not a path or URI; expected e.g. ./results or s3://bucket/prefix")
+        if "://" not in uri:
+            uri = os.path.abspath(os.path.expanduser(uri))
+        try:
+            self.fs, root = pafs.FileSystem.from_uri(uri)
+        except Exception as e:  # pyarrow's message names the scheme; add what we expected
+            raise ValueError(f"store: {redact(uri)!r} is not a usable URI ({e}); expected a local "
+                             f"path or s3://bucket/prefix") from None
+        self.root = root.rstrip("/")
+        self.uri = uri
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Store({redact(self.uri)!r})"
+
+    __str__ = lambda self: redact(self.uri)  # noqa: E731
+
+    def __reduce__(self):  # ship to Ray workers by URI (the filesystem is rebuilt there)
+        return (Store, (self.uri,))
+
+    # -- paths and bytes ---------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def run_path(self, run_id: str, name: str = "") -> str:
+        return self.path("runs", run_id, name)
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write ``data`` whole: a reader sees the old file, no file, or all of ``data``."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if self.is_local:
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)  # rename(2): atomic on one filesystem
+        else:
+            with self.fs.open_output_stream(path) as f:  # one object PUT
+                f.write(data)
+
+    def write_json(self, path: str, obj: Any) -> None:
+        self.write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+                                + "\n").encode())
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    def delete_dir(self, path: str) -> None:
+        if self.exists(path):
+            self.fs.delete_dir(path)
+
+    # -- runs --------------------------------------------------------------------------
+    def write_predictions(self, run_id: str, table: pa.Table) -> str:
+        """Write predictions.parquet; returns the SHA-256 of the bytes written."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        self.write_bytes(self.run_path(run_id, PREDICTIONS), data)
+        return sha256_bytes(data)
+
+    def read_predictions(self, run_id: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(self.run_path(run_id, PREDICTIONS))))
+
+    def write_model(self, run_id: str, state_dict: Mapping[str, Any],
+                    metadata: Mapping[str, str] | None = None) -> str:
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        data = save(tensors, metadata=dict(metadata or {}))
+        self.write_bytes(self.run_path(run_id, MODEL), data)
+        return sha256_bytes(data)
+
+    def read_model(self, run_id: str) -> dict[str, Any]:
+        from safetensors.torch import load
+
+        return load(self.read_bytes(self.run_path(run_id, MODEL)))
+
+    def write_run_json(self, run_id: str, record: Mapping[str, Any]) -> None:
+        """Write run.json, the commit marker: call it after predictions and model are written."""
+        if "predictions_sha256" not in record:
+            raise ValueError("run.json: record has no 'predictions_sha256'")
+        self.write_json(self.run_path(run_id, RUN_JSON), dict(record))
+
+    def read_run_json(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return self.read_json(self.run_path(run_id, RUN_JSON))
+        except FileNotFoundError:
+            return None
+
+    def status(self, run_id: str) -> RunStatus:
+        try:
+            record = self.read_json(self.run_path(run_id, RUN_JSON))
+        except FileNotFoundError:
+            return RunStatus(run_id, False, "no run.json")
+        except (ValueError, OSError) as e:
+            return RunStatus(run_id, False, f"unreadable run.json ({e})")
+        try:
+            data = self.read_bytes(self.run_path(run_id, PREDICTIONS))
+        except FileNotFoundError:
+            return RunStatus(run_id, False, "no predictions.parquet")
+        if sha256_bytes(data) != record.get("predictions_sha256"):
+            return RunStatus(run_id, False, "predictions_sha256 does not match predictions.parquet")
+        return RunStatus(run_id, True)
+
+    def is_complete(self, run_id: str) -> bool:
+        return self.status(run_id).complete
+
+    def statuses(self, run_ids: Iterable[str], max_workers: int = 16) -> dict[str, RunStatus]:
+        """Status of many runs; existence is listed once, checksums are verified in parallel."""
+        run_ids = list(run_ids)
+        present = set(self.list_run_ids())
+        todo = [r for r in run_ids if r in present]
+        out = {r: RunStatus(r, False, "missing") for r in run_ids if r not in present}
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(max_workers, len(todo))) as pool:
+                out.update(zip(todo, pool.map(self.status, todo)))
+        return {r: out[r] for r in run_ids}
+
+    def list_run_ids(self) -> list[str]:
+        """Every run folder in the store, complete or not."""
+        sel = pafs.FileSelector(self.path("runs"), allow_not_found=True, recursive=False)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.Directory)

@@ -1,0 +1,67 @@
+"""Shared fixtures: a local Ray for the whole session, a moto S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (moto) on 127.0.0.1 for the session; yields its host:port."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_uri(s3_endpoint):
+    """A fresh bucket on the moto server, as a store URI with credentials in the userinfo."""
+    import pyarrow.fs as pafs
+
+    bucket = f"kdray-{uuid.uuid4().hex[:12]}"
+    fs = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
+                           endpoint_override=f"http://{s3_endpoint}", allow_bucket_creation=True)
+    fs.create_dir(bucket)
+    return (f"s3://testing:testing@{bucket}/study?endpoint_override={s3_endpoint}"
+            f"&scheme=http&region=us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request, tmp_path):
+    """Run a store test twice: on a local folder and on the moto S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("s3_uri")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs) for every test that needs it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}})
+    yield ray
+    ray.shutdown()
