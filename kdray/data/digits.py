@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdray.data import DatasetSplits, TensorData, register_dataset
+from kdray.data import DatasetSplits, TensorData, register_dataset, register_tiny
 
 
 @register_dataset("digits", num_classes=10, batch_size=128,
@@ -36,3 +36,9 @@ def load_digits(options: dict, root: Path) -> DatasetSplits:
     return DatasetSplits(train=TensorData(x[tr], y[tr]), test=TensorData(x[te], y[te]),
                          num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3,
                          image_size=size, in_channels=3)
+
+
+@register_tiny("digits")
+def tiny_digits(root: Path) -> dict:
+    """digits is bundled with scikit-learn: nothing to write; a small image size keeps it fast."""
+    return {"image_size": 16}

@@ -1,0 +1,139 @@
+"""The command line every sweep script shares: ``sweep_main(experiments)``.
+
+A sweep script names its experiments and calls ``sweep_main``; this module gives it the
+common flags (``--store``, ``--dry-run``, ``--smoke-test``, axis filters and overrides, W&B,
+resources), runs the two stages on Ray Tune, then the analysis job on the store, prints the
+tables, and exits non-zero if any run failed or was not launched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from typing import Callable, Sequence
+
+from kdray.grid import Experiment, expand, narrow
+from kdray.store import Store
+
+
+def parser(description: str, default_store: str = "./results") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--store", default=default_store,
+                   help="results store: a local path or s3://bucket/prefix")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (per experiment and stage: runs, complete, to run, "
+                        "GPU-hours) and write it to --plan; train nothing")
+    p.add_argument("--plan", default="plan.json", help="where --dry-run writes the plan")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="the same code path on CPU: tiny data in each dataset's real format, "
+                        "1 epoch, 2 seeds, 2 temperatures, a temporary store unless --store is given")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these datasets")
+    p.add_argument("--temperatures", nargs="+", type=float, metavar="T",
+                   help="replace the temperature axis (e.g. 20 30 40 to extend a finished study)")
+    p.add_argument("--alphas", nargs="+", type=float, metavar="A", help="replace the alpha axis")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="replace the seed axis")
+    p.add_argument("--epochs", type=int, help="override every run's epochs (milestones scale)")
+    p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"],
+                   help="default: $WANDB_MODE, else online with an API key, offline without")
+    p.add_argument("--wandb-project", default="kdray")
+    p.add_argument("--wandb-entity", default=None)
+    p.add_argument("--wandb-dir", help="where W&B writes (default: {store}/wandb for a local store, ./wandb otherwise)")
+    p.add_argument("--resources", nargs="+", default=[], metavar="ARCH=cpu:N,gpu:F",
+                   help="per-architecture Ray resources, e.g. resnet20=cpu:2,gpu:0.5")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
+    p.add_argument("--data-dir", help="raw datasets on every node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis job at the end")
+    p.add_argument("--level", type=float, default=0.05, help="significance level of the analysis")
+    return p
+
+
+def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Experiment]:
+    """The same experiments on tiny data: every dataset's tiny real-format files are written
+    under ``data_root``; 1 epoch, seeds (0, 1), the first two temperatures, the first alpha."""
+    from kdray.data import write_tiny
+
+    options = {d: write_tiny(d, data_root) for e in experiments for d in e.datasets}
+    out = []
+    for e in experiments:
+        for d in e.datasets:
+            out.append(e.replace(name=e.name if len(e.datasets) == 1 else f"{e.name}:{d}",
+                                 datasets=(d,), data={**e.data, **options[d]},
+                                 recipe={**e.recipe, "epochs": 1, "batch_size": 16},
+                                 seeds=e.seeds[:2], temperatures=e.temperatures[:2],
+                                 alphas=e.alphas[:1]))
+    return out
+
+
+def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
+               description: str = "", default_store: str = "./results",
+               configure: Callable[[argparse.ArgumentParser], None] | None = None,
+               adjust: Callable[[argparse.Namespace, list[Experiment]], list[Experiment]] | None = None,
+               ) -> int:
+    """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
+    from kdray.plan import format_plan, plan_json
+    from kdray.sweep import parse_resources, run_sweep
+    from kdray.tracking import WandbConfig, resolve_mode
+
+    p = parser(description, default_store)
+    if configure:
+        configure(p)
+    args = p.parse_args(argv)
+    tmp = None
+    try:
+        exps = list(experiments)
+        if args.smoke_test:
+            tmp = tempfile.mkdtemp(prefix="kdray-smoke-")
+            if args.store == default_store:
+                args.store = os.path.join(tmp, "store")
+            args.data_dir = args.data_dir or os.path.join(tmp, "data")
+            exps = smoke_variant(narrow(exps, datasets=args.datasets), args.data_dir)
+            args.datasets = None
+        if adjust:
+            exps = adjust(args, exps)
+        exps = narrow(exps, datasets=args.datasets, temperatures=args.temperatures,
+                      alphas=args.alphas, seeds=args.seeds,
+                      recipe={"epochs": args.epochs} if args.epochs else None)
+        plan = expand(exps)
+        store = Store(args.store)
+        resources = parse_resources(args.resources)
+        mode = resolve_mode(args.wandb_mode)
+        if args.max_failures < 0:
+            raise ValueError(f"--max-failures: {args.max_failures} is not >= 0")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    if args.dry_run:
+        status = store.statuses([s.run_id for s in plan.all])
+        print(format_plan(plan, status))
+        with open(args.plan, "w") as f:
+            json.dump(plan_json(plan, status), f, indent=1)
+        print(f"plan: {len(plan)} runs written to {args.plan}")
+        return 0
+
+    wandb_dir = args.wandb_dir or (os.path.join(store.root, "wandb") if store.is_local
+                                   else os.path.abspath("wandb"))
+    wandb = WandbConfig(mode=mode, project=args.wandb_project, entity=args.wandb_entity,
+                        dir=os.path.abspath(wandb_dir))
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
+    print(f"store: {store}   W&B: {mode} ({args.wandb_project})", flush=True)
+    report = run_sweep(exps, store, wandb=wandb, resources=resources,
+                       max_failures=args.max_failures, data_dir=data_dir,
+                       use_gpu=False if args.smoke_test else None,
+                       max_concurrent=args.max_concurrent)
+    print(report.format(), flush=True)
+    if not args.no_analysis:
+        import analysis
+
+        try:
+            analysis.run(store.uri, level=args.level, wandb_mode=mode,
+                         wandb_project=args.wandb_project, print_tables=True)
+        except ValueError as e:  # e.g. nothing complete yet
+            print(f"analysis: {e}", file=sys.stderr)
+            return 1
+    return 0 if report.ok else 1

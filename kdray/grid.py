@@ -1,0 +1,204 @@
+"""A study as a grid: datasets x teacher/student pairs x temperatures x alphas x seeds.
+
+An :class:`Experiment` names one block of the paper (e.g. Table 1's CIFAR-100
+ResNet-56/ResNet-20 column); :func:`expand` turns a list of them into the runs of the two
+stages, without duplicates:
+
+- teachers: one per (dataset, teacher arch, seed), stage 1;
+- NDS: one per (dataset, student arch, seed), stage 1;
+- DS: one per (dataset, pair, T, alpha, seed), stage 2, distilling from teacher seed k
+  for DS seed k (``RunSpec.teacher_spec``).
+
+Every axis is validated before anything runs; errors name the axis and the value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from kdray import data as data_registry
+from kdray import models as model_registry
+from kdray.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One block of a study. ``recipe`` overrides RunSpec recipe fields (e.g. ``epochs``);
+    ``data`` sets dataset options for every dataset of the block (e.g. ``image_size``)."""
+
+    name: str
+    datasets: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]  # (teacher arch, student arch)
+    temperatures: tuple[float, ...]
+    alphas: tuple[float, ...] = (0.8,)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("datasets", "pairs", "temperatures", "alphas", "seeds"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
+        validate(self)
+
+    def replace(self, **changes: Any) -> "Experiment":
+        import dataclasses
+        return dataclasses.replace(self, **changes)
+
+
+def _where(exp: Experiment, axis: str) -> str:
+    return f"{exp.name}: {axis}" if exp.name else axis
+
+
+def validate(exp: Experiment) -> None:
+    """Raise ``ValueError`` naming the axis and value of the first problem in ``exp``."""
+    for axis in ("datasets", "pairs", "temperatures", "alphas", "seeds"):
+        values = getattr(exp, axis)
+        if not values:
+            raise ValueError(f"{_where(exp, axis)}: empty; expected at least one value")
+        seen = set()
+        for v in values:
+            if v in seen:
+                raise ValueError(f"{_where(exp, axis)}: {v!r} appears twice")
+            seen.add(v)
+    for d in exp.datasets:
+        if d not in data_registry.DATASETS:
+            raise ValueError(f"{_where(exp, 'datasets')}: {d!r} is not a registered dataset; "
+                             f"expected one of {sorted(data_registry.DATASETS)}")
+    for pair in exp.pairs:
+        if len(pair) != 2:
+            raise ValueError(f"{_where(exp, 'pairs')}: {pair!r} is not a (teacher, student) pair")
+        for a in pair:
+            if a not in model_registry.MODELS:
+                raise ValueError(f"{_where(exp, 'pairs')}: {a!r} is not a registered model; "
+                                 f"expected one of {sorted(model_registry.MODELS)}")
+    for t in exp.temperatures:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"{_where(exp, 'temperatures')}: {t!r} is not > 0")
+    for a in exp.alphas:
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
+            raise ValueError(f"{_where(exp, 'alphas')}: {a!r} is not in [0, 1]")
+    for s in exp.seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"{_where(exp, 'seeds')}: {s!r} is not an integer >= 0")
+    # the recipe and data options are checked by building one spec per dataset and pair
+    for d in exp.datasets:
+        for t, s in exp.pairs:
+            try:
+                _spec(exp, d, "ds", s, exp.seeds[0], t, exp.temperatures[0], exp.alphas[0])
+            except ValueError as e:
+                raise ValueError(f"{exp.name}: {e}") from None
+
+
+def _spec(exp: Experiment, dataset: str, role: str, arch: str, seed: int,
+          teacher_arch: str | None = None, temperature: float | None = None,
+          alpha: float | None = None) -> RunSpec:
+    return RunSpec(dataset=dataset, role=role, arch=arch, seed=seed, teacher_arch=teacher_arch,
+                   temperature=temperature, alpha=alpha, data=dict(exp.data), **dict(exp.recipe))
+
+
+@dataclass
+class Plan:
+    """The runs of a study, by stage, with the experiment and W&B group of each."""
+
+    teachers: list[RunSpec] = field(default_factory=list)
+    nds: list[RunSpec] = field(default_factory=list)
+    ds: list[RunSpec] = field(default_factory=list)
+    experiment: dict[str, str] = field(default_factory=dict)  # run_id -> experiment name
+    group: dict[str, str] = field(default_factory=dict)  # run_id -> W&B group
+
+    @property
+    def stage1(self) -> list[RunSpec]:
+        return self.teachers + self.nds
+
+    @property
+    def stage2(self) -> list[RunSpec]:
+        return self.ds
+
+    @property
+    def all(self) -> list[RunSpec]:
+        return self.teachers + self.nds + self.ds
+
+    def __len__(self) -> int:
+        return len(self.teachers) + len(self.nds) + len(self.ds)
+
+
+def expand(experiments: Iterable[Experiment]) -> Plan:
+    """All runs of ``experiments``, deduplicated by run_id (first experiment wins the label)."""
+    plan = Plan()
+    seen: set[str] = set()
+
+    def add(bucket: list[RunSpec], spec: RunSpec, exp: Experiment, group: str) -> None:
+        if spec.run_id in seen:
+            return
+        seen.add(spec.run_id)
+        bucket.append(spec)
+        plan.experiment[spec.run_id] = exp.name
+        plan.group[spec.run_id] = group
+
+    experiments = list(experiments)
+    names = [e.name for e in experiments]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"experiments: name(s) {dupes} appear twice")
+    for exp in experiments:
+        for dataset in exp.datasets:
+            for teacher_arch, student_arch in exp.pairs:
+                group = f"{dataset}/{teacher_arch}-{student_arch}"
+                for seed in exp.seeds:
+                    for temperature in exp.temperatures:
+                        for alpha in exp.alphas:
+                            ds = _spec(exp, dataset, "ds", student_arch, seed, teacher_arch,
+                                       float(temperature), float(alpha))
+                            add(plan.teachers, ds.teacher_spec(), exp, group)
+                            add(plan.nds, _spec(exp, dataset, "nds", student_arch, seed), exp, group)
+                            add(plan.ds, ds, exp, group)
+    return plan
+
+
+def narrow(experiments: Sequence[Experiment], *, datasets: Sequence[str] | None = None,
+           temperatures: Sequence[float] | None = None, alphas: Sequence[float] | None = None,
+           seeds: Sequence[int] | None = None, recipe: Mapping[str, Any] | None = None,
+           data: Mapping[str, Mapping[str, Any]] | None = None) -> list[Experiment]:
+    """Apply command-line filters and overrides.
+
+    ``datasets`` keeps only those datasets (each must appear in some experiment);
+    ``temperatures``/``alphas``/``seeds`` replace those axes everywhere (so
+    ``temperatures=[20, 30, 40]`` extends a finished study to new temperatures: teachers
+    and NDS keep their run_ids and are reused). ``recipe`` updates every experiment's recipe
+    and ``data`` maps a dataset name to options for it.
+    """
+    known = sorted({d for e in experiments for d in e.datasets})
+    for d in datasets or ():
+        if d not in known:
+            raise ValueError(f"--datasets: {d!r} is not in this sweep; expected one of {known}")
+    out = []
+    for exp in experiments:
+        changes: dict[str, Any] = {}
+        if datasets:
+            kept = tuple(d for d in exp.datasets if d in datasets)
+            if not kept:
+                continue
+            changes["datasets"] = kept
+        if temperatures:
+            changes["temperatures"] = tuple(float(t) for t in temperatures)
+        if alphas:
+            changes["alphas"] = tuple(float(a) for a in alphas)
+        if seeds is not None and len(seeds):
+            changes["seeds"] = tuple(seeds)
+        if recipe:
+            changes["recipe"] = {**exp.recipe, **recipe}
+        ds_names = changes.get("datasets", exp.datasets)
+        per_dataset = [dict((data or {}).get(d, {})) for d in ds_names]
+        if any(per_dataset):
+            # one block per dataset when datasets get different options
+            for d, opts in zip(ds_names, per_dataset):
+                label = exp.name if len(ds_names) == 1 else f"{exp.name}:{d}"
+                out.append(exp.replace(name=label, datasets=(d,),
+                                       data={**exp.data, **opts}, **{k: v for k, v in changes.items()
+                                                                    if k != "datasets"}))
+        else:
+            out.append(exp.replace(**changes))
+    return out

@@ -1,0 +1,120 @@
+"""A plan before spending: which runs exist, are complete, will run, and what they cost.
+
+``plan_rows`` pairs every run of a study with its status in the store; ``format_plan``
+prints, per experiment and stage, how many runs exist, are complete and will run, with an
+estimate of GPU-hours for what will run; ``plan_json`` is the machine-readable list
+(``run_id``, ``status`` complete|pending, the experiment, the stage and the spec's fields).
+
+GPU-hours = epochs x training images / (images per second) / 3600, for one trial alone on
+one GPU (fractional-GPU trials share a card; PERFORMANCE.md measured 3-4x aggregate
+throughput with 4-8 trials per H100). The throughput table below says, for every number,
+where it comes from: measured on an H100 (PERFORMANCE.md) or scaled from a measured anchor
+by forward FLOPs (an estimate, not a measurement).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from kdray.grid import Plan
+from kdray.spec import RunSpec
+from kdray.store import RunStatus
+
+H100 = "H100 80GB, torch 2.11, PERFORMANCE.md (bench/gpu_anchor*.py), 2026-11-26"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    images_per_second: float  # training images/s of the model alone (teacher / NDS step)
+    source: str
+
+
+# Anchors measured on one H100: ResNet-20 at 32 px (batch 128, eager fp32, launch-bound) and
+# ResNet-18 at 224 px (batch 256, bf16, compute-bound). Other entries scale the compute-bound
+# anchor by forward GFLOPs at the input size the paper uses (ResNet-18 @224: 1.82 GFLOPs).
+THROUGHPUT: dict[str, Throughput] = {
+    "resnet20": Throughput(15_178, f"measured: NDS, CIFAR-size, batch 128, {H100}"),
+    "resnet56": Throughput(5_000, "estimate: ResNet-20's measured rate x 41/125 MFLOPs"),
+    "lenet5": Throughput(15_178, "estimate: capped at ResNet-20's launch-bound measured rate"),
+    "resnet18": Throughput(11_939, f"measured: 224 px, batch 256, bf16, {H100}"),
+    "resnet50": Throughput(5_300, "estimate: ResNet-18's measured rate x 1.82/4.1 GFLOPs"),
+    "densenet121": Throughput(7_500, "estimate: ResNet-18's measured rate x 1.82/2.9 GFLOPs"),
+    "densenet169": Throughput(6_400, "estimate: ResNet-18's measured rate x 1.82/3.4 GFLOPs"),
+    "vit_base": Throughput(1_235, "estimate: ResNet-18's measured rate x 1.82/17.6 GFLOPs"),
+    "tiny_vit": Throughput(16_700, "estimate: ResNet-18's measured rate x 1.82/1.3 GFLOPs"),
+    "bert_base": Throughput(1_000, "estimate: ResNet-18's measured rate x 1.82/22 GFLOPs (128 tokens)"),
+    "distilbert": Throughput(2_000, "estimate: half of bert_base (6 of 12 layers)"),
+}
+# Small-input stems (CIFAR 32 px, Tiny ImageNet 64 px) change the FLOPs of the ImageNet models:
+INPUT_SCALE = {"cifar100": 224 ** 2 / 128 ** 2, "cifar10": 224 ** 2 / 128 ** 2,
+               "svhn": 224 ** 2 / 128 ** 2, "tinyimagenet": 224 ** 2 / 256 ** 2}
+SCALED_ARCHS = {"resnet18", "resnet50", "densenet121", "densenet169"}
+
+# Training images per dataset (paper's Appendix A; CelebA after balancing, Table 4).
+N_TRAIN = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "tinyimagenet": 100_000,
+           "imagenet": 1_281_167, "celeba-smiling": 156_160, "celeba-eyeglasses": 21_000,
+           "hatexplain": 15_000, "digits": 1_347}
+
+
+def n_train(spec: RunSpec) -> int:
+    if spec.dataset.startswith("trifeature"):
+        return 1000 * (spec.data["per_combination"] - spec.data["test_per_combination"])
+    return N_TRAIN.get(spec.dataset, 50_000)
+
+
+def images_per_second(spec: RunSpec) -> float:
+    """Training throughput of one trial of ``spec`` alone on one GPU.
+
+    DS adds an eval-mode teacher forward, about a third of the teacher's training step:
+    ``1 / (1/s + 1/(3 t))``. Check against PERFORMANCE.md: ResNet-20 from ResNet-56 gives
+    7,544 (measured 8,679); ResNet-18 from ResNet-50 at 224 px gives 6,819 (measured 6,165).
+    """
+    def rate(arch: str) -> float:
+        r = THROUGHPUT[arch].images_per_second if arch in THROUGHPUT else 5_000.0
+        return r * INPUT_SCALE.get(spec.dataset, 1.0) if arch in SCALED_ARCHS else r
+
+    s = rate(spec.arch)
+    if spec.role != "ds":
+        return s
+    return 1.0 / (1.0 / s + 1.0 / (3.0 * rate(spec.teacher_arch)))
+
+
+def gpu_hours(spec: RunSpec) -> float:
+    return spec.epochs * n_train(spec) / images_per_second(spec) / 3600.0
+
+
+def stage_of(spec: RunSpec) -> int:
+    return 2 if spec.role == "ds" else 1
+
+
+def plan_json(plan: Plan, status: dict[str, RunStatus]) -> list[dict[str, Any]]:
+    """One entry per run: run_id, status (complete|pending), experiment, stage, spec fields."""
+    return [{"run_id": s.run_id, "status": "complete" if status[s.run_id].complete else "pending",
+             "experiment": plan.experiment[s.run_id], "stage": stage_of(s),
+             "gpu_hours": round(gpu_hours(s), 4), **s.to_dict()} for s in plan.all]
+
+
+def format_plan(plan: Plan, status: dict[str, RunStatus]) -> str:
+    """The dry-run table: per experiment and stage, runs, complete, to run, GPU-hours."""
+    rows: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
+    for s in plan.all:
+        row = rows[(plan.experiment[s.run_id], stage_of(s))]
+        row[0] += 1
+        if status[s.run_id].complete:
+            row[1] += 1
+        else:
+            row[2] += 1
+            row[3] += gpu_hours(s)
+    width = max([len(e) for e, _ in rows] + [10])
+    lines = [f"{'experiment':<{width}}  stage   runs  complete  to run  GPU-hours (est.)"]
+    total = [0, 0, 0, 0.0]
+    for (exp, stage), (n, done, todo, hours) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        lines.append(f"{exp:<{width}}  {stage:>5}  {n:>5}  {done:>8}  {todo:>6}  {hours:>10.1f}")
+        total = [total[0] + n, total[1] + done, total[2] + todo, total[3] + hours]
+    lines.append(f"{'total':<{width}}  {'':>5}  {total[0]:>5}  {total[1]:>8}  {total[2]:>6}  "
+                 f"{total[3]:>10.1f}")
+    lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/plan.py "
+                 "(measured on an H100, or FLOP-scaled estimates)")
+    return "\n".join(lines)

@@ -1,0 +1,285 @@
+"""The sweep driver: a study's runs as Ray Tune trials, in two stages, safe to re-run.
+
+``run_sweep(experiments, store)``:
+
+1. expands and validates the grid (``kdray.grid``) and checks the store: every complete run
+   (run.json present, checksum matching) is skipped;
+2. stage 1 runs the missing teachers and non-distilled students, stage 2 the missing
+   distilled students whose teacher is complete; a DS run whose teacher failed is not
+   launched and is listed;
+3. each trial is ``tune.with_resources(trainable, resources_of(spec))``: CPUs and a GPU
+   fraction per architecture (``kdray.models`` defaults, overridable), CPU-only when the
+   cluster has no GPU. A trial reports every epoch with a checkpoint (model, optimiser,
+   schedule, RNG), so ``FailureConfig(max_failures=…)`` resumes a killed or preempted
+   trial from its last epoch. Tune's experiment state lives under ``{store}/tune/``;
+4. W&B: one run per trial, created on the driver by Ray's ``WandbLoggerCallback`` (so only
+   the head needs an API key), named by run_id, grouped by dataset and pair;
+5. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
+   error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
+
+The driver joins a running Ray cluster (``RAY_ADDRESS`` or ``ray.init(address="auto")``)
+and starts a local Ray otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from kdray import models as model_registry
+from kdray.grid import Experiment, Plan, expand
+from kdray.spec import RunSpec
+from kdray.store import Store
+from kdray.tracking import WandbConfig, tune_callback
+
+CRASH_ENV = "KDRAY_CRASH_AFTER_EPOCH"  # fault injection for tests: "<epoch>:<marker dir>"
+
+
+# ----------------------------------------------------------------------------------------
+# Resources
+# ----------------------------------------------------------------------------------------
+def resources_of(spec: RunSpec, overrides: Mapping[str, Mapping[str, float]] | None = None,
+                 use_gpu: bool = True) -> dict[str, float]:
+    """Ray resources of one trial of ``spec``: the arch's default, then ``overrides[arch]``."""
+    res = dict(model_registry.MODELS[spec.arch].resources)
+    res.update((overrides or {}).get(spec.arch, {}))
+    if not use_gpu:
+        res.pop("gpu", None)
+    return {k: v for k, v in res.items() if v}
+
+
+def parse_resources(items: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``["resnet20=cpu:2,gpu:0.5"]`` -> ``{"resnet20": {"cpu": 2.0, "gpu": 0.5}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        arch, _, spec = item.partition("=")
+        if arch not in model_registry.MODELS or not spec:
+            raise ValueError(f"--resources: {item!r} is not ARCH=cpu:N,gpu:F with a registered ARCH")
+        res = {}
+        for part in spec.split(","):
+            key, _, value = part.partition(":")
+            try:
+                v = float(value)
+            except ValueError:
+                v = -1.0
+            if key not in ("cpu", "gpu") or v < 0 or (key == "gpu" and v > 1 and v != int(v)):
+                raise ValueError(f"--resources: {part!r} in {item!r} is not cpu:N or gpu:F (F >= 0)")
+            res[key] = v
+        out[arch] = res
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The trainable (runs inside a Ray worker)
+# ----------------------------------------------------------------------------------------
+def _maybe_crash(run_id: str, epoch: int) -> None:
+    """Fault injection for tests: kill this worker once per run after epoch N, like a preemption."""
+    setting = os.environ.get(CRASH_ENV)
+    if not setting:
+        return
+    at, _, marker_dir = setting.partition(":")
+    marker = os.path.join(marker_dir, f"{run_id}.crashed")
+    if epoch == int(at) and not os.path.exists(marker):
+        os.makedirs(marker_dir, exist_ok=True)
+        open(marker, "w").close()
+        os._exit(17)
+
+
+def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = None) -> None:
+    """Tune function trainable: one run, checkpointed every epoch, resumable."""
+    import torch
+    from ray import tune
+
+    from kdray import trial
+
+    spec = RunSpec.from_dict(config["spec"])
+    store = Store(store_uri)
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    if store.is_complete(spec.run_id):  # finished by an earlier attempt or sweep
+        tune.report({"run_id": spec.run_id, "already_complete": True})
+        return
+
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(os.path.join(d, "state.pt"), weights_only=False)
+
+    def on_epoch(trainer, metrics: dict[str, float]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(trainer.state_dict(), os.path.join(tmp, "state.pt"))
+            tune.report({"run_id": spec.run_id, **metrics},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+        _maybe_crash(spec.run_id, int(metrics["epoch"]))
+
+    record = trial.run(spec, store, resume=resume, on_epoch=on_epoch, data_root=data_dir,
+                       num_workers=max(0, int(cpus) - 1))
+    tune.report({"run_id": spec.run_id, "epoch": spec.epochs, "test_accuracy": record["test_accuracy"],
+                 "per_class_accuracy": record["per_class_accuracy"], "n_test": record["n_test"],
+                 "resumed_from_epoch": record["resumed_from_epoch"]})
+
+
+# ----------------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------------
+@dataclass
+class SweepReport:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
+    not_launched: dict[str, str] = field(default_factory=dict)  # run_id -> why
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.not_launched
+
+    def format(self) -> str:
+        lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
+                 f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
+                 f"{self.seconds:.0f}s"]
+        for run_id, err in sorted(self.failed.items()):
+            lines.append(f"  FAILED {run_id}: {err}")
+        for run_id, why in sorted(self.not_launched.items()):
+            lines.append(f"  NOT LAUNCHED {run_id}: {why}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Ray
+# ----------------------------------------------------------------------------------------
+def init_ray(env: Mapping[str, str] | None = None, num_cpus: int | None = None) -> str:
+    """Join a running cluster if there is one, else start a local Ray; returns which."""
+    import ray
+
+    env_vars = dict(env or {})
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    if ray.is_initialized():
+        return "existing"
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env,
+                 log_to_driver=False)
+        return "cluster"
+    except ConnectionError:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=False)
+        return "local"
+
+
+def cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+# ----------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------
+def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wandb: WandbConfig,
+               resources: Mapping[str, Mapping[str, float]] | None, use_gpu: bool,
+               max_failures: int, data_dir: str | None, report: SweepReport,
+               max_concurrent: int | None) -> None:
+    from ray import tune
+
+    if not specs:
+        return
+    by_id = {s.run_id: s for s in specs}
+    fn = tune.with_parameters(_fresh_trainable(), store_uri=store.uri, data_dir=data_dir)
+    fn = tune.with_resources(fn, lambda config: resources_of(
+        RunSpec.from_dict(config["spec"]), resources, use_gpu))
+    callbacks = [tune_callback(wandb, plan.group)] if wandb.mode != "disabled" else []
+    tuner = tune.Tuner(
+        fn,
+        param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
+            storage_filesystem=store.fs, callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    results = tuner.fit()
+    for result in results:
+        run_id = RunSpec.from_dict(result.config["spec"]).run_id
+        if result.error is not None:
+            report.failed[run_id] = _one_line(result.error)
+        elif store.is_complete(run_id):
+            report.ran.append(run_id)
+        else:
+            report.failed[run_id] = "trial ended but the run is not complete in the store"
+        by_id.pop(run_id, None)
+    for run_id in by_id:  # trials Tune never reported (should not happen)
+        report.failed[run_id] = "no result from Ray Tune"
+
+
+def _fresh_trainable():
+    """A new function object each time: ``tune.with_resources`` mutates what it wraps."""
+    def kdray_trial(config, store_uri, data_dir=None):
+        return trainable(config, store_uri, data_dir)
+    return kdray_trial
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    # Ray wraps the trial's exception; its last line is the original message
+    last = [ln for ln in text if ln.strip()]
+    return f"{type(error).__name__}: {last[-1] if last else ''}"[:500]
+
+
+def run_sweep(experiments: Sequence[Experiment], store: Store | str, *,
+              wandb: WandbConfig | None = None,
+              resources: Mapping[str, Mapping[str, float]] | None = None,
+              max_failures: int = 2, data_dir: str | None = None,
+              use_gpu: bool | None = None, max_concurrent: int | None = None,
+              num_cpus: int | None = None, log=print) -> SweepReport:
+    """Run every missing run of ``experiments`` on Ray Tune; see the module docstring."""
+    t0 = time.perf_counter()
+    store = store if isinstance(store, Store) else Store(store)
+    wandb = wandb or WandbConfig(mode="disabled")
+    plan = expand(experiments)
+    status = store.statuses([s.run_id for s in plan.all])
+    report = SweepReport(skipped=[r for r, st in status.items() if st.complete])
+    stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
+    log(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
+        f"{len(plan.ds)} DS); {len(report.skipped)} complete in {store}")
+    env = {**wandb.env(), "RAY_CHDIR_TO_TRIAL_DIR": "0",
+           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+    if data_dir:
+        env["KDRAY_DATA_DIR"] = data_dir
+    for key in (CRASH_ENV,):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    os.environ.update({k: v for k, v in wandb.env().items()})  # the driver's W&B callback
+    pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
+    if not stage1 and not pending2:
+        report.seconds = time.perf_counter() - t0
+        return report
+    where = init_ray(env, num_cpus)
+    gpu = cluster_has_gpu() if use_gpu is None else use_gpu
+    log(f"ray: {where} cluster, {'with' if gpu else 'no'} GPU")
+    common = dict(wandb=wandb, resources=resources, use_gpu=gpu, max_failures=max_failures,
+                  data_dir=data_dir, report=report, max_concurrent=max_concurrent)
+    log(f"stage 1: {len(stage1)} teacher/NDS runs to train")
+    _run_stage("stage1", stage1, store, plan, **common)
+
+    stage2 = []
+    for spec in pending2:
+        teacher_id = spec.teacher_spec().run_id
+        if teacher_id in report.failed:
+            report.not_launched[spec.run_id] = f"its teacher {teacher_id} failed"
+        elif not (status[teacher_id].complete or teacher_id in report.ran):
+            report.not_launched[spec.run_id] = f"its teacher {teacher_id} is not complete"
+        else:
+            stage2.append(spec)
+    log(f"stage 2: {len(stage2)} DS runs to train")
+    _run_stage("stage2", stage2, store, plan, **common)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use a sweep script, e.g. python sweeps/quick.py")
