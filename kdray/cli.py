@@ -131,9 +131,10 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         import analysis
 
         try:
-            analysis.run(store.uri, level=args.level, wandb_mode=mode,
-                         wandb_project=args.wandb_project, print_tables=True)
-        except ValueError as e:  # e.g. nothing complete yet
-            print(f"analysis: {e}", file=sys.stderr)
+            result = analysis.run(store.uri, level=args.level, wandb_mode=mode,
+                                  wandb_project=args.wandb_project)
+        except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
+            print(f"analysis: error: {e}", file=sys.stderr)
             return 1
+        result.print()
     return 0 if report.ok else 1

@@ -149,6 +149,11 @@ class RunSpec:
             raise ValueError(f"data: unknown option(s) {unknown} for dataset {self.dataset!r}; "
                              f"expected keys among {sorted(dinfo.defaults)}")
         merged = {**dinfo.defaults, **opts}
+        if dinfo.check is not None:
+            try:
+                dinfo.check(dict(merged))
+            except ValueError as e:
+                raise ValueError(f"data: {e}") from None
         set_("data", _FrozenDict(sorted(merged.items())))
 
         # recipe: the paper's defaults for this family, dataset batch size

@@ -76,9 +76,9 @@ def parse_resources(items: Sequence[str]) -> dict[str, dict[str, float]]:
 # ----------------------------------------------------------------------------------------
 # The trainable (runs inside a Ray worker)
 # ----------------------------------------------------------------------------------------
-def _maybe_crash(run_id: str, epoch: int) -> None:
-    """Fault injection for tests: kill this worker once per run after epoch N, like a preemption."""
-    setting = os.environ.get(CRASH_ENV)
+def _maybe_crash(run_id: str, epoch: int, setting: str | None) -> None:
+    """Fault injection for tests (``$KDRAY_CRASH_AFTER_EPOCH`` = "<epoch>:<marker dir>" on the
+    driver): kill this worker once per run right after checkpointing epoch N, like a preemption."""
     if not setting:
         return
     at, _, marker_dir = setting.partition(":")
@@ -89,7 +89,8 @@ def _maybe_crash(run_id: str, epoch: int) -> None:
         os._exit(17)
 
 
-def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = None) -> None:
+def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = None,
+              crash: str | None = None) -> None:
     """Tune function trainable: one run, checkpointed every epoch, resumable."""
     import torch
     from ray import tune
@@ -115,12 +116,13 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
             torch.save(trainer.state_dict(), os.path.join(tmp, "state.pt"))
             tune.report({"run_id": spec.run_id, **metrics},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
-        _maybe_crash(spec.run_id, int(metrics["epoch"]))
+        _maybe_crash(spec.run_id, int(metrics["epoch"]), crash)
 
     record = trial.run(spec, store, resume=resume, on_epoch=on_epoch, data_root=data_dir,
                        num_workers=max(0, int(cpus) - 1))
     tune.report({"run_id": spec.run_id, "epoch": spec.epochs, "test_accuracy": record["test_accuracy"],
-                 "per_class_accuracy": record["per_class_accuracy"], "n_test": record["n_test"],
+                 "per_class_accuracy": record["per_class_accuracy"],
+                 "per_class_n": record["per_class_n"], "n_test": record["n_test"],
                  "resumed_from_epoch": record["resumed_from_epoch"]})
 
 
@@ -153,21 +155,17 @@ class SweepReport:
 # ----------------------------------------------------------------------------------------
 # Ray
 # ----------------------------------------------------------------------------------------
-def init_ray(env: Mapping[str, str] | None = None, num_cpus: int | None = None) -> str:
+def init_ray(num_cpus: int | None = None) -> str:
     """Join a running cluster if there is one, else start a local Ray; returns which."""
     import ray
 
-    env_vars = dict(env or {})
-    runtime_env = {"env_vars": env_vars} if env_vars else None
     if ray.is_initialized():
         return "existing"
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env,
-                 log_to_driver=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
         return "cluster"
     except ConnectionError:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
-                 log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         return "local"
 
 
@@ -189,14 +187,17 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
     if not specs:
         return
     by_id = {s.run_id: s for s in specs}
-    fn = tune.with_parameters(_fresh_trainable(), store_uri=store.uri, data_dir=data_dir)
+    fn = tune.with_parameters(_fresh_trainable(), store_uri=store.uri, data_dir=data_dir,
+                              crash=os.environ.get(CRASH_ENV))
     fn = tune.with_resources(fn, lambda config: resources_of(
         RunSpec.from_dict(config["spec"]), resources, use_gpu))
     callbacks = [tune_callback(wandb, plan.group)] if wandb.mode != "disabled" else []
     tuner = tune.Tuner(
         fn,
         param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        # reuse_actors: the next trial runs in the same worker process (no re-import of torch,
+        # and the per-process dataset cache stays warm)
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
             storage_filesystem=store.fs, callbacks=callbacks, verbose=0,
@@ -218,8 +219,8 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
 
 def _fresh_trainable():
     """A new function object each time: ``tune.with_resources`` mutates what it wraps."""
-    def kdray_trial(config, store_uri, data_dir=None):
-        return trainable(config, store_uri, data_dir)
+    def kdray_trial(config, store_uri, data_dir=None, crash=None):
+        return trainable(config, store_uri, data_dir, crash)
     return kdray_trial
 
 
@@ -246,19 +247,16 @@ def run_sweep(experiments: Sequence[Experiment], store: Store | str, *,
     stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
     log(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
         f"{len(plan.ds)} DS); {len(report.skipped)} complete in {store}")
-    env = {**wandb.env(), "RAY_CHDIR_TO_TRIAL_DIR": "0",
-           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
-    if data_dir:
-        env["KDRAY_DATA_DIR"] = data_dir
-    for key in (CRASH_ENV,):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    os.environ.update({k: v for k, v in wandb.env().items()})  # the driver's W&B callback
+    # W&B runs are created on the driver (Ray's WandbLoggerCallback reads WANDB_MODE here)
+    os.environ.update(wandb.env())
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # honour verbose=0
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # W&B actor start-up is ~1 s per trial
     pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
     if not stage1 and not pending2:
         report.seconds = time.perf_counter() - t0
         return report
-    where = init_ray(env, num_cpus)
+    where = init_ray(num_cpus)
     gpu = cluster_has_gpu() if use_gpu is None else use_gpu
     log(f"ray: {where} cluster, {'with' if gpu else 'no'} GPU")
     common = dict(wandb=wandb, resources=resources, use_gpu=gpu, max_failures=max_failures,

@@ -53,7 +53,8 @@ class WandbConfig:
     dir: str | None = None  # absolute; offline runs land in {dir}/wandb/offline-run-*
 
     def env(self) -> dict[str, str]:
-        """Environment for Ray workers (the Ray/W&B integration reads WANDB_MODE from it)."""
+        """Environment of the process that creates the runs (Ray's W&B callback reads
+        ``WANDB_MODE`` from it to decide whether it needs an API key)."""
         env = {"WANDB_MODE": self.mode, "WANDB_SILENT": "true"}
         if self.dir:
             env["WANDB_DIR"] = self.dir
@@ -143,7 +144,8 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
             if "loss" in result:
                 log = epoch_log(result)
             elif "test_accuracy" in result:
-                log = final_log(result["test_accuracy"], result["per_class_accuracy"])
+                log = final_log(result["test_accuracy"], result["per_class_accuracy"],
+                                result.get("per_class_n"))
             else:
                 return
             super().log_trial_result(iteration, trial,

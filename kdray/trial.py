@@ -131,7 +131,7 @@ def run(spec: RunSpec, store: Store | str, *, device: str | None = None,
         record = {
             "run_id": spec.run_id, "spec": spec.to_dict(), "teacher_run_id": teacher_id,
             "test_accuracy": test_accuracy, "per_class_accuracy": per_class,
-            "n_test": n, "num_classes": data.num_classes,
+            "per_class_n": np.bincount(labels, minlength=data.num_classes).tolist(), "n_test": n, "num_classes": data.num_classes,
             "attributes": sorted(data.attributes), "predictions_sha256": sha,
             "history": history, "resumed_from_epoch": resumed_from,
             "wall_seconds": time.perf_counter() - t0,
@@ -141,7 +141,7 @@ def run(spec: RunSpec, store: Store | str, *, device: str | None = None,
             "device": device_name(trainer.device), "host": platform.node(),
         }
         store.write_run_json(spec.run_id, record)  # the commit marker, last
-        tracker.log_final(test_accuracy, per_class, np.bincount(labels, minlength=data.num_classes))
+        tracker.log_final(test_accuracy, per_class, record["per_class_n"])
     except BaseException:
         tracker.finish(exit_code=1)
         raise

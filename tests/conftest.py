@@ -65,3 +65,13 @@ def ray_local():
                  runtime_env={"env_vars": {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """One data directory for the session, so generated datasets are built once."""
+    return str(tmp_path_factory.mktemp("data"))
+
+
+# Small Trifeature: 1,000 train / 1,000 test images at 16 px (every combination in both).
+TINY_TRIFEATURE = {"image_size": 16, "per_combination": 2, "test_per_combination": 1}

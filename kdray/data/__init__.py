@@ -95,6 +95,7 @@ class DatasetInfo:
     modality: str = "image"
     augmentation: str = "crop_flip"
     source: str = ""
+    check: Callable[[dict], Any] | None = None  # raises ValueError on bad options, before any work
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -103,12 +104,12 @@ DATASETS: dict[str, DatasetInfo] = {}
 def register_dataset(name: str, *, num_classes: int, batch_size: int,
                      defaults: dict[str, Any] | None = None, attributes: tuple[str, ...] = (),
                      modality: str = "image", augmentation: str = "crop_flip",
-                     source: str = "") -> Callable:
+                     source: str = "", check: Callable[[dict], Any] | None = None) -> Callable:
     def deco(fn: Callable[[dict, Path], DatasetSplits]) -> Callable:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
         DATASETS[name] = DatasetInfo(name, fn, num_classes, batch_size, dict(defaults or {}),
-                                     tuple(attributes), modality, augmentation, source)
+                                     tuple(attributes), modality, augmentation, source, check)
         return fn
     return deco
 
@@ -133,5 +134,33 @@ def load_dataset(name: str, options: dict[str, Any] | None = None,
     return splits
 
 
+# Tiny files in each dataset's real on-disk format, for tests and ``--smoke-test`` runs.
+TINY_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {}
+
+
+def register_tiny(*names: str) -> Callable:
+    """Register ``fn(root) -> options`` that writes tiny real-format files for ``names`` under
+    ``root`` and returns the dataset options (e.g. a small ``image_size``) that load them."""
+    def deco(fn: Callable[[Path], dict[str, Any]]) -> Callable:
+        for name in names:
+            TINY_WRITERS[name] = fn
+        return fn
+    return deco
+
+
+def write_tiny(name: str, root: str | os.PathLike) -> dict[str, Any]:
+    """Write tiny files for dataset ``name`` under ``root``; returns the options that load them."""
+    if name not in TINY_WRITERS:
+        raise ValueError(f"dataset: {name!r} has no tiny-data writer; expected one of {sorted(TINY_WRITERS)}")
+    return dict(TINY_WRITERS[name](Path(root)))
+
+
 # The registrations (imported for their side effect).
 from kdray.data import digits as _digits  # noqa: E402,F401
+from kdray.data import trifeature as _trifeature  # noqa: E402,F401
+from kdray.data import cifar as _cifar  # noqa: E402,F401
+from kdray.data import svhn as _svhn  # noqa: E402,F401
+from kdray.data import tinyimagenet as _tinyimagenet  # noqa: E402,F401
+from kdray.data import imagenet as _imagenet  # noqa: E402,F401
+from kdray.data import celeba as _celeba  # noqa: E402,F401
+from kdray.data import hatexplain as _hatexplain  # noqa: E402,F401

@@ -353,13 +353,13 @@ _SOURCE = ("procedural, after Hermann & Lampinen (NeurIPS 2020) as defined in "
 
 
 @register_dataset("trifeature-shape", num_classes=10, batch_size=64, defaults=DEFAULTS,
-                  attributes=("color", "texture"), source=_SOURCE)
+                  attributes=("color", "texture"), source=_SOURCE, check=_check_options)
 def load_trifeature_shape(options: dict, root: Path) -> DatasetSplits:
     return _load(options, root, "shape")
 
 
 @register_dataset("trifeature-texture", num_classes=10, batch_size=64, defaults=DEFAULTS,
-                  attributes=("color", "shape"), source=_SOURCE)
+                  attributes=("color", "shape"), source=_SOURCE, check=_check_options)
 def load_trifeature_texture(options: dict, root: Path) -> DatasetSplits:
     return _load(options, root, "texture")
 

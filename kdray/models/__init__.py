@@ -59,3 +59,5 @@ def num_parameters(model: nn.Module) -> int:
 # The registrations (imported for their side effect).
 from kdray.models import cifar_resnet as _cifar_resnet  # noqa: E402,F401
 from kdray.models import lenet as _lenet  # noqa: E402,F401
+from kdray.models import vision as _vision  # noqa: E402,F401
+from kdray.models import text as _text  # noqa: E402,F401

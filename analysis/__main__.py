@@ -1,0 +1,58 @@
+"""``python -m analysis --store URI [--out URI]``: run the analysis job and print the tables.
+
+Exit status 0 on success, 2 on bad input (a missing or empty store, a bad option, runs of
+one study on different test samples), with a one-line message and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Turn a kdray store into the paper's significance and fairness tables.")
+    p.add_argument("--store", required=True,
+                   help="store URI: a local path or s3://bucket/prefix")
+    p.add_argument("--out", default=None, help="output URI (default: {store}/analysis/)")
+    p.add_argument("--level", type=float, default=0.05,
+                   help="significance level of the Welch tests and of BH (default 0.05)")
+    p.add_argument("--normalisation", choices=("ratio", "difference"), default="ratio",
+                   help="class accuracy normalisation: ratio = β^c/β^M (paper eq. 8, default), "
+                        "difference = β^c - β^M (Hooker et al.)")
+    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
+                   help="W&B mode (default: $WANDB_MODE, else offline without WANDB_API_KEY, "
+                        "else online)")
+    p.add_argument("--wandb-project", default="kdray", help="W&B project (default kdray)")
+    p.add_argument("--fairness-backend", choices=("fairlearn", "numpy"), default="fairlearn",
+                   help="compute group rates with fairlearn MetricFrame (default) or numpy bincount")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="Ray Data progress bars (default: on when stderr is a terminal)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from analysis.job import print_tables, run
+
+    try:
+        result = run(args.store, args.out, level=args.level, normalisation=args.normalisation,
+                     wandb_mode=args.wandb_mode, wandb_project=args.wandb_project,
+                     fairness_backend=args.fairness_backend, figures=not args.no_figures,
+                     progress=sys.stderr.isatty() if args.progress is None else args.progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"analysis: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print_tables(result)
+    print(f"\nwrote {len(result.files)} file(s) to {result.out} in {result.seconds:.1f} s"
+          + (f"; W&B run {result.wandb_run_id}" if result.wandb_run_id else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

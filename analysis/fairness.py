@@ -1,0 +1,216 @@
+"""Fairness of one model w.r.t. one sensitive attribute: DPD and EOD (paper eqs. 1-4, Algorithm 1).
+
+For a binary prediction problem and groups ``a`` of the sensitive attribute ``A``:
+
+    DPD = max_a P(Ŷ=1 | A=a) - min_a P(Ŷ=1 | A=a)                         (eq. 1)
+    TPR difference = max_a P(Ŷ=1 | Y=1, A=a) - min_a P(Ŷ=1 | Y=1, A=a)    (eq. 2)
+    FPR difference = max_a P(Ŷ=1 | Y=0, A=a) - min_a P(Ŷ=1 | Y=0, A=a)    (eq. 3)
+    EOD = max(TPR difference, FPR difference)                             (eq. 4)
+
+These are fairlearn's ``demographic_parity_difference`` and
+``equalized_odds_difference(agg="worst_case")`` with ``method="between_groups"``.
+
+Labels
+    Binary labels (the test labels are a subset of {0, 1}) are used directly, class 1
+    positive. Multi-class labels follow the paper's Algorithm 1: for every class ``c`` of the
+    test labels, ``Y = [y == c]`` and ``Ŷ = [ŷ == c]`` (one-vs-rest), compute DPD and EOD, and
+    average over classes: ``F̄ = (1/|C|) Σ_c F_c``.
+
+Undefined rates (a deliberate departure from fairlearn)
+    fairlearn's ``true_positive_rate`` returns 0.0 for a group with no positives and
+    ``false_positive_rate`` 0.0 for a group with no negatives, silently; one such group can
+    inflate EOD (API_NOTES §5). Here a rate that is undefined for a group (0/0) excludes that
+    group from that rate's max - min only. A difference needs at least two groups where the
+    rate is defined, otherwise it is NaN; EOD_c is the max of the defined differences (NaN
+    when neither is); the class average ignores NaN classes, and the number of excluded
+    (class, group, rate) cells is reported as ``n_undefined``. DPD is defined whenever two
+    groups are present. On data where every rate is defined the results equal fairlearn's
+    functions exactly (tests check this).
+
+Backends
+    ``backend="fairlearn"`` (default) computes the per (class, group) rates with one
+    ``fairlearn.metrics.MetricFrame`` per run and attribute (the one-vs-rest problems
+    stacked, the class as a control feature): about 0.54 s for 1,000 samples x 10 classes x
+    10 groups (measured on the 2-core dev machine). ``backend="numpy"`` counts the same cells
+    with ``np.bincount`` in about a millisecond; the tests check that both give the same
+    numbers and equal fairlearn's ``demographic_parity_difference`` and
+    ``equalized_odds_difference`` on well-posed data. Both apply the same undefined-rate rule.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+BACKENDS = ("fairlearn", "numpy")
+ATTR_PREFIX = "attr_"
+
+
+def is_binary(labels: np.ndarray) -> bool:
+    """Binary task: the test labels are a subset of {0, 1} (class 1 is the positive class)."""
+    return bool(np.isin(np.unique(labels), [0, 1]).all())
+
+
+def _difference(rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """max - min over groups (axis 0) of the defined (non-NaN) rates; NaN with < 2 defined."""
+    defined = (~np.isnan(rates)).sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        diff = np.nanmax(rates, axis=0) - np.nanmin(rates, axis=0)
+    diff = np.where(defined >= 2, diff, np.nan)
+    return diff, defined
+
+
+def group_rates(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray,
+                classes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per (group, class) one-vs-rest counts and rates, NaN where a rate is 0/0.
+
+    Returns ``groups`` [G], and [G, K] arrays ``n``, ``n_pos``, ``n_neg``, ``selection_rate``
+    = P(Ŷ=c | A=a), ``tpr`` = P(Ŷ=c | Y=c, A=a), ``fpr`` = P(Ŷ=c | Y≠c, A=a).
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.asarray(classes)
+    groups, g = np.unique(np.asarray(sensitive), return_inverse=True)
+    G, K = len(groups), len(classes)
+    order = np.argsort(classes, kind="stable")
+    sorted_classes = classes[order]
+
+    def index(values: np.ndarray) -> np.ndarray:  # position in ``classes``, -1 if absent
+        pos = np.clip(np.searchsorted(sorted_classes, values), 0, max(K - 1, 0))
+        return np.where(sorted_classes[pos] == values, order[pos], -1) if K else values * 0 - 1
+
+    yi, pi = index(y_true), index(y_pred)
+
+    def cells(mask: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        m = mask & (idx >= 0)
+        return np.bincount(g[m] * K + idx[m], minlength=G * K).reshape(G, K)
+
+    everyone = np.ones(len(g), bool)
+    n = np.bincount(g, minlength=G)[:, None] * np.ones((1, K), dtype=np.int64)
+    n_pos = cells(everyone, yi)
+    pred_pos = cells(everyone, pi)
+    tp = cells(yi == pi, yi)
+    n_neg = n - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sel = pred_pos / n
+        tpr = np.where(n_pos > 0, tp / n_pos, np.nan)
+        fpr = np.where(n_neg > 0, (pred_pos - tp) / n_neg, np.nan)
+    return {"groups": groups, "n": n, "n_pos": n_pos, "n_neg": n_neg,
+            "selection_rate": sel, "tpr": tpr, "fpr": fpr}
+
+
+def _fairlearn_rates(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray,
+                     classes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The same per (group, class) rates as :func:`group_rates`, computed by fairlearn.
+
+    One ``MetricFrame`` for all classes: the K one-vs-rest problems are stacked (K x n rows)
+    and the class is a control feature, so fairlearn's ``selection_rate``,
+    ``true_positive_rate`` and ``false_positive_rate`` are evaluated per (class, group).
+    """
+    from fairlearn.metrics import (MetricFrame, count, false_positive_rate, selection_rate,
+                                   true_positive_rate)
+
+    y_true, y_pred, sensitive = np.asarray(y_true), np.asarray(y_pred), np.asarray(sensitive)
+    classes = np.asarray(classes)
+    n = len(y_true)
+    cls = np.repeat(classes, n)
+    mf = MetricFrame(metrics={"selection_rate": selection_rate, "tpr": true_positive_rate,
+                              "fpr": false_positive_rate, "n": count,
+                              "n_pos": lambda t, p: int(np.sum(t))},
+                     y_true=(np.tile(y_true, len(classes)) == cls).astype(int),
+                     y_pred=(np.tile(y_pred, len(classes)) == cls).astype(int),
+                     sensitive_features=pd.Series(np.tile(sensitive, len(classes)), name="group"),
+                     control_features=pd.Series(cls, name="class"))
+    groups = np.unique(sensitive)
+    out = {}
+    for k in ("selection_rate", "tpr", "fpr", "n", "n_pos"):
+        table = mf.by_group[k].unstack("class")  # rows: groups, columns: classes
+        out[k] = table.reindex(index=groups, columns=classes).to_numpy(dtype=float)
+    out["n_neg"] = out["n"] - out["n_pos"]
+    out["tpr"] = np.where(out["n_pos"] > 0, out["tpr"], np.nan)  # fairlearn said 0.0
+    out["fpr"] = np.where(out["n_neg"] > 0, out["fpr"], np.nan)
+    out["groups"] = groups
+    return out
+
+
+def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray,
+                     classes: Sequence[int] | None = None,
+                     backend: str = "fairlearn") -> dict[str, Any]:
+    """DPD and EOD (fractions, not %) of one model w.r.t. one attribute.
+
+    Parameters
+    ----------
+    y_true, y_pred : int labels and predictions, one per test sample.
+    sensitive : the attribute's value per sample (the groups ``a``).
+    classes : the classes of Algorithm 1; default: binary labels -> ``[1]`` (class 1
+        positive), otherwise every class in ``y_true`` (one-vs-rest, averaged).
+    backend : ``"fairlearn"`` or ``"numpy"`` (see the module docstring).
+
+    Returns
+    -------
+    dict with ``dpd``, ``eod``, ``tpr_diff``, ``fpr_diff`` (class averages),
+    ``n_classes`` and ``n_undefined`` (excluded (class, group, rate) cells).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: {backend!r} is not one of {BACKENDS}")
+    y_true = np.asarray(y_true)
+    if classes is None:
+        classes = [1] if is_binary(y_true) else np.unique(y_true).tolist()
+    rates = (_fairlearn_rates if backend == "fairlearn" else group_rates)(
+        y_true, np.asarray(y_pred), np.asarray(sensitive), classes)
+    dpd_c, _ = _difference(rates["selection_rate"])
+    tpr_c, _ = _difference(rates["tpr"])
+    fpr_c, _ = _difference(rates["fpr"])
+    both = np.stack([tpr_c, fpr_c])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices / means
+        eod_c = np.where(np.isnan(both).all(axis=0), np.nan, np.nanmax(both, axis=0))
+        mean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")  # noqa
+        return {"dpd": mean(dpd_c), "eod": mean(eod_c), "tpr_diff": mean(tpr_c),
+                "fpr_diff": mean(fpr_c), "n_classes": len(classes),
+                "n_undefined": int(np.isnan(rates["tpr"]).sum() + np.isnan(rates["fpr"]).sum())}
+
+
+def run_fairness(label: np.ndarray, pred: np.ndarray, attributes: dict[str, np.ndarray],
+                 backend: str = "fairlearn") -> list[dict[str, Any]]:
+    """One row per sensitive attribute of a run (computed on a Ray worker)."""
+    classes = [1] if is_binary(label) else np.unique(label).tolist()
+    return [{"attribute": name, **fairness_metrics(label, pred, values, classes, backend)}
+            for name, values in sorted(attributes.items())]
+
+
+FAIRNESS_COLUMNS = ["dataset", "role", "arch", "teacher_arch", "temperature", "alpha",
+                    "attribute", "n_seeds", "acc_mean", "acc_std", "dpd_mean", "dpd_std",
+                    "eod_mean", "eod_std"]
+
+
+def fairness_table(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
+    """``fairness.csv``: mean ± std over seeds (sample std, ddof=1), all in %.
+
+    ``runs`` has one row per run (``test_accuracy`` as a fraction); ``per_run`` one row per
+    (run_id, attribute) with ``dpd`` and ``eod``. Teacher and NDS rows have empty
+    ``teacher_arch``, ``temperature`` and ``alpha``.
+    """
+    if per_run.empty:
+        return pd.DataFrame(columns=FAIRNESS_COLUMNS[:1] + ["study"] + FAIRNESS_COLUMNS[1:])
+    df = per_run.merge(runs, on="run_id", how="inner")
+    keys = ["dataset", "study", "role", "arch", "teacher_arch", "temperature", "alpha",
+            "attribute"]
+    rows = []
+    for key, sub in df.groupby(keys, dropna=False, sort=False):
+        row = dict(zip(keys, key))
+        row["n_seeds"] = len(sub)
+        for name, col in (("acc", "test_accuracy"), ("dpd", "dpd"), ("eod", "eod")):
+            x = 100.0 * sub[col].to_numpy(dtype=float)
+            row[f"{name}_mean"] = float(np.nanmean(x)) if np.isfinite(x).any() else np.nan
+            row[f"{name}_std"] = float(np.nanstd(x, ddof=1)) if np.isfinite(x).sum() > 1 else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    order = {"teacher": 0, "nds": 1, "ds": 2}
+    out = out.assign(_r=out["role"].map(order)).sort_values(
+        ["dataset", "study", "attribute", "_r", "arch", "teacher_arch", "alpha", "temperature"],
+        na_position="first").drop(columns="_r").reset_index(drop=True)
+    return out[FAIRNESS_COLUMNS[:1] + ["study"] + FAIRNESS_COLUMNS[1:]]

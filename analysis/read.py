@@ -1,0 +1,241 @@
+"""Read the store: complete runs only, one Ray Data task per ``predictions.parquet``.
+
+The driver lists ``{store}/runs/`` and reads every ``run.json`` (small). Each run with a
+run.json becomes one row of a Ray Data dataset; one task per run reads the file's bytes once,
+checks them against ``run.json``'s ``predictions_sha256`` (the same bytes it then parses, so a
+file replaced mid-job cannot slip through), and reduces the run's rows to what the statistics
+need (:func:`summarise_predictions`): per-class ``correct``/``total`` counts, a fingerprint of
+the test samples, and DPD/EOD per sensitive attribute. Only these small per-run summaries
+(O(classes) each) reach the driver; the rows never do.
+
+A run is skipped, named and counted, never silently dropped, when it has no run.json (not
+finished), an unreadable run.json or spec, no predictions.parquet, a checksum mismatch, or an
+unreadable predictions.parquet (not Parquet, missing columns, nulls, duplicate samples).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from analysis.fairness import ATTR_PREFIX, run_fairness
+from analysis.groups import study_key
+from kdray.store import PREDICTIONS, RUN_JSON, Store, redact, sha256_bytes
+
+ROLES = ("teacher", "nds", "ds")
+
+
+@dataclass
+class ReadSummary:
+    """How many runs were found, read and skipped, and why.
+
+    ``skipped``: run_id -> reason (a fixed phrase, e.g. ``"checksum mismatch"``);
+    ``details``: run_id -> what exactly went wrong, where there is more to say.
+    """
+
+    store: str
+    n_found: int = 0
+    n_read: int = 0
+    n_rows: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, run_id: str, reason: str, detail: str = "") -> None:
+        self.skipped[run_id] = reason
+        if detail:
+            self.details[run_id] = detail
+
+    def reasons(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for rid, why in sorted(self.skipped.items()):
+            out.setdefault(why, []).append(rid)
+        return out
+
+    def counts(self) -> str:
+        return (f"{self.n_found} run folder(s), {self.n_read} complete run(s) read "
+                f"({self.n_rows:,} prediction rows), {len(self.skipped)} skipped")
+
+    def lines(self) -> list[str]:
+        out = [f"store {self.store}: {self.counts()}"]
+        for why, ids in self.reasons().items():
+            out.append(f"  skipped, {why}: {len(ids)} run(s): {', '.join(ids[:10])}"
+                       + (" ..." if len(ids) > 10 else ""))
+            if ids[0] in self.details:
+                out.append(f"    e.g. {ids[0]}: {self.details[ids[0]]}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def open_store(uri: str) -> Store:
+    """The store at ``uri``; raises ``FileNotFoundError`` when there is nothing there."""
+    store = Store(uri)
+    try:
+        info = store.fs.get_file_info(store.root)
+    except OSError as e:
+        raise FileNotFoundError(f"store: {redact(store.uri)!r} is not readable ({e})") from None
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"store: {redact(store.uri)!r} does not exist (or is not a "
+                                f"folder); expected a store written by a sweep, with runs/")
+    return store
+
+
+def _spec_problem(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return "no 'spec' dict"
+    for key in ("dataset", "role", "arch", "seed"):
+        if spec.get(key) is None:
+            return f"spec has no {key!r}"
+    if spec["role"] not in ROLES:
+        return f"spec role {spec['role']!r} is not one of {ROLES}"
+    if isinstance(spec["seed"], bool) or not isinstance(spec["seed"], int):
+        return f"spec seed {spec['seed']!r} is not an integer"
+    if spec["role"] == "ds":
+        for key in ("teacher_arch", "temperature", "alpha"):
+            if spec.get(key) is None:
+                return f"ds spec has no {key!r}"
+        for key in ("temperature", "alpha"):
+            if isinstance(spec[key], bool) or not isinstance(spec[key], (int, float)):
+                return f"spec {key} {spec[key]!r} is not a number"
+    return None
+
+
+def read_run_records(store: Store, summary: ReadSummary) -> dict[str, dict[str, Any]]:
+    """run_id -> run.json for every run folder with a usable run.json (the rest: skipped)."""
+    run_ids = store.list_run_ids()
+    summary.n_found = len(run_ids)
+
+    def load(rid: str) -> tuple[str, dict | None, str, str]:
+        try:
+            rec = json.loads(store.read_bytes(store.run_path(rid, RUN_JSON)))
+        except FileNotFoundError:
+            return rid, None, "no run.json (run not finished)", ""
+        except (OSError, ValueError) as e:
+            return rid, None, "unreadable run.json", f"{type(e).__name__}: {str(e)[:100]}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("predictions_sha256"), str):
+            return rid, None, "unreadable run.json", "no predictions_sha256"
+        problem = _spec_problem(rec.get("spec"))
+        if problem:
+            return rid, None, "invalid spec in run.json", problem
+        return rid, rec, "", ""
+
+    records = {}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for rid, rec, why, detail in pool.map(load, run_ids):
+            if rec is None:
+                summary.skip(rid, why, detail)
+            else:
+                records[rid] = rec
+    return records
+
+
+def summarise_predictions(data: bytes, backend: str = "fairlearn") -> dict[str, Any]:
+    """Reduce one run's predictions.parquet bytes to its summary (runs on a Ray worker).
+
+    Returns ``classes``, ``correct``, ``total`` (int64 per class of the test labels),
+    ``n_rows``, ``fingerprint`` (SHA-256 of the (sample_index, label) pairs in sample order)
+    and ``fairness`` (one dict per ``attr_*`` column). Raises ``ValueError`` on a malformed file.
+    """
+    pf = pq.ParquetFile(io.BytesIO(data))
+    names = pf.schema_arrow.names
+    attrs = [n for n in names if n.startswith(ATTR_PREFIX)]
+    missing = [c for c in ("sample_index", "label", "pred") if c not in names]
+    if missing:
+        raise ValueError(f"missing column(s) {missing}")
+    t = pf.read(columns=["sample_index", "label", "pred"] + attrs)
+    for name in t.column_names:
+        if t[name].null_count:
+            raise ValueError(f"{t[name].null_count} null(s) in {name!r}")
+    if t.num_rows == 0:
+        raise ValueError("no rows")
+    idx, label, pred = (t[c].to_numpy().astype(np.int64) for c in ("sample_index", "label", "pred"))
+    order = np.argsort(idx, kind="stable")
+    if len(idx) > 1 and (np.diff(idx[order]) == 0).any():
+        raise ValueError("duplicate sample_index values")
+    classes, inverse, total = np.unique(label, return_inverse=True, return_counts=True)
+    correct = np.bincount(inverse[label == pred], minlength=len(classes))
+    fp = sha256_bytes(idx[order].tobytes() + label[order].tobytes())
+    fairness = run_fairness(label, pred, {a[len(ATTR_PREFIX):]: t[a].to_numpy() for a in attrs},
+                            backend) if attrs else []
+    return {"classes": classes, "correct": correct.astype(np.int64),
+            "total": total.astype(np.int64), "n_rows": len(label), "fingerprint": fp,
+            "fairness": fairness}
+
+
+def _read_task(store: Store, backend: str, row: dict[str, Any]) -> dict[str, Any]:
+    rid, sha = row["run_id"], row["sha"]
+    skip = lambda why, detail="": {"run_id": rid, "status": why, "detail": detail,  # noqa: E731
+                                   "payload": b""}
+    try:
+        data = store.read_bytes(store.run_path(rid, PREDICTIONS))
+    except FileNotFoundError:
+        return skip("no predictions.parquet")
+    except OSError as e:
+        return skip("unreadable predictions.parquet", str(e)[:100])
+    if sha256_bytes(data) != sha:
+        return skip("checksum mismatch", "run.json's predictions_sha256 does not match the bytes "
+                    "of predictions.parquet")
+    try:
+        summary = summarise_predictions(data, backend)
+    except Exception as e:  # noqa: BLE001 - any parse failure makes the run incomplete
+        return skip("unreadable predictions.parquet", f"{type(e).__name__}: {str(e)[:100]}")
+    return {"run_id": rid, "status": "ok", "detail": "", "payload": pickle.dumps(summary)}
+
+
+def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
+               ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], ReadSummary]:
+    """Every complete run: (runs table, per-run summaries, read summary).
+
+    The runs table has one row per complete run: ``run_id, dataset, study_key, role, arch,
+    teacher_arch, temperature, alpha, seed, n_test, test_accuracy`` (a fraction) and
+    ``attributes`` (the sensitive attributes in its predictions), ``predictions_sha256``.
+    """
+    import ray.data
+
+    summary = ReadSummary(store=redact(store.uri))
+    records = read_run_records(store, summary)
+    per_run: dict[str, dict[str, Any]] = {}
+    if records:
+        from analysis._ray import init_ray, progress_bars
+
+        init_ray()
+        items = [{"run_id": rid, "sha": rec["predictions_sha256"]}
+                 for rid, rec in sorted(records.items())]
+        with progress_bars(progress):
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            for row in ds.map(lambda r: _read_task(store, backend, r)).iter_rows():
+                if row["status"] == "ok":
+                    per_run[row["run_id"]] = pickle.loads(row["payload"])
+                else:
+                    summary.skip(row["run_id"], row["status"], row["detail"])
+    rows = []
+    for rid in sorted(per_run):
+        spec, s = records[rid]["spec"], per_run[rid]
+        ds_only = spec["role"] == "ds"
+        rows.append({"run_id": rid, "dataset": spec["dataset"], "study_key": study_key(spec),
+                     "role": spec["role"], "arch": spec["arch"],
+                     "teacher_arch": spec.get("teacher_arch") if ds_only else None,
+                     "temperature": float(spec["temperature"]) if ds_only else np.nan,
+                     "alpha": float(spec["alpha"]) if ds_only else np.nan,
+                     "seed": int(spec["seed"]), "n_test": s["n_rows"],
+                     "test_accuracy": (s["correct"].sum() / s["n_rows"]) if s["n_rows"] else np.nan,
+                     "attributes": ",".join(f["attribute"] for f in s["fairness"]),
+                     "predictions_sha256": records[rid]["predictions_sha256"]})
+        summary.n_rows += s["n_rows"]
+    summary.n_read = len(rows)
+    runs = pd.DataFrame(rows, columns=["run_id", "dataset", "study_key", "role", "arch",
+                                       "teacher_arch", "temperature", "alpha", "seed", "n_test",
+                                       "test_accuracy", "attributes", "predictions_sha256"])
+    runs["teacher_arch"] = runs["teacher_arch"].astype(object)
+    return runs, per_run, summary
+

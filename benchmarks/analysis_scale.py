@@ -1,0 +1,156 @@
+"""Time the analysis job on an ImageNet-sized synthetic store.
+
+Defaults: 1000 classes x 50,000 test samples x 140 runs = 7M prediction rows
+(5 seeds x (teacher + NDS + DS at 13 temperatures x 2 alphas)), the shape of the paper's
+ImageNet ResNet-50/ResNet-18 experiment (Tables 1, 6). Writes the store (real format, via
+tests/analysis_store.py conventions), runs ``analysis.run`` on a local Ray, and prints rows,
+seconds, rows/s, the driver's peak RSS (getrusage) and the peak RSS summed over the whole
+process tree (driver + raylet + Ray workers, sampled from /proc every 0.2 s; shared
+object-store pages are counted once per process that touched them, so it over-counts).
+
+    python benchmarks/analysis_scale.py                          # full size
+    python benchmarks/analysis_scale.py --classes 100 --samples 10000 --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+from kdray.store import Store, predictions_table  # noqa: E402
+
+RECIPE = dict(epochs=100, batch_size=512, optimizer="sgd", lr=0.1, momentum=0.9,
+              weight_decay=1e-3, lr_schedule="multistep", lr_milestones=[30, 60, 90],
+              lr_gamma=0.1, warmup_epochs=0.0, augmentation="random_resized_crop_flip",
+              pretrained=False)
+
+
+def write_store(root: str, classes: int, samples: int, seeds: int, temperatures: list[float],
+                alphas: list[float]) -> int:
+    """A synthetic study; returns the number of runs written."""
+    store = Store(root)
+    rng = np.random.default_rng(0)
+    label = rng.permutation(np.arange(samples) % classes)  # balanced, in no particular order
+    base = rng.uniform(0.5, 0.9, classes)  # per-class difficulty, shared by every model
+    specs = []
+    for s in range(seeds):
+        specs.append(dict(role="teacher", arch="resnet50", seed=s))
+        specs.append(dict(role="nds", arch="resnet18", seed=s))
+        specs += [dict(role="ds", arch="resnet18", seed=s, teacher_arch="resnet50",
+                       temperature=t, alpha=a) for a in alphas for t in temperatures]
+    for i, sp in enumerate(specs):
+        spec = {"dataset": "imagenet", "teacher_arch": None, "temperature": None, "alpha": None,
+                "data": {"image_size": 224}, **RECIPE, **sp}
+        t = sp.get("temperature") or 0.0
+        shift = {"teacher": 0.07, "nds": 0.0}.get(sp["role"], 0.01 * t ** 0.5)
+        acc = np.clip(base + shift + rng.normal(0, 0.02, classes), 0, 1)
+        correct = rng.random(samples) < acc[label]
+        pred = np.where(correct, label, (label + rng.integers(1, classes, samples)) % classes)
+        rid = f"imagenet-{sp['arch']}-{sp['role']}-{i:03d}-s{s}"
+        sha = store.write_predictions(rid, predictions_table(rid, spec, np.arange(samples),
+                                                             label, pred))
+        store.write_run_json(rid, {"spec": spec, "run_id": rid, "n_test": samples,
+                                   "test_accuracy": float(correct.mean()),
+                                   "per_class_accuracy": {}, "predictions_sha256": sha})
+    return len(specs)
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Sum of VmRSS over root_pid and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class TreeMemory(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self.stop = 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            self.stop.wait(0.2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=50_000)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--temperatures", default="1,2,3,4,5,6,7,8,9,10,20,30,40")
+    p.add_argument("--alphas", default="0.6,0.8")
+    p.add_argument("--store", default=None, help="where to write (default: a temp dir, removed)")
+    p.add_argument("--figures", action="store_true", help="also render the figures")
+    args = p.parse_args()
+    temps = [float(t) for t in args.temperatures.split(",")]
+    alphas = [float(a) for a in args.alphas.split(",")]
+    root = args.store or tempfile.mkdtemp(prefix="kdray-analysis-bench-")
+
+    t = time.perf_counter()
+    n_runs = write_store(root, args.classes, args.samples, args.seeds, temps, alphas)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+    print(f"wrote {n_runs} runs x {args.samples:,} samples x {args.classes} classes "
+          f"({n_runs * args.samples:,} rows, {size / 2**20:.0f} MiB) in "
+          f"{time.perf_counter() - t:.1f} s", flush=True)
+
+    import ray
+
+    import analysis
+
+    mem = TreeMemory()
+    mem.start()
+    t = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    t_init = time.perf_counter() - t
+    t = time.perf_counter()
+    result = analysis.run(root, wandb_mode="disabled", figures=args.figures)
+    seconds = time.perf_counter() - t
+    mem.stop.set()
+    mem.join()
+    rows = result.summary.n_rows
+    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    print(f"runs read: {result.summary.n_read}, skipped: {len(result.summary.skipped)}; "
+          f"experiments: {len(result.experiments)}; class tests: {len(result.class_tests):,}; "
+          f"disagreement matrices: {len(result.disagreement)}")
+    print(f"rows: {rows:,}  job seconds: {seconds:.1f} (plus ray.init {t_init:.1f})  "
+          f"rows/s: {rows / seconds:,.0f}")
+    print(f"peak RSS: driver {driver_peak:,.0f} MiB; process tree (driver + Ray) "
+          f"{mem.peak / 2**20:,.0f} MiB; machine: {os.cpu_count()} CPUs, "
+          f"python {sys.version.split()[0]}")
+    ray.shutdown()
+    if not args.store:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""End to end: a teacher, an NDS and a DS trial on small Trifeature commit a store that
+follows the data contract (on a local folder and on moto's S3); failures are clear."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import TINY_TRIFEATURE
+from kdray import RunSpec
+from kdray.store import PREDICTION_FIELDS, Store, sha256_bytes
+from kdray.trial import TeacherMissingError, run
+
+RECIPE = dict(epochs=1, batch_size=100, data=TINY_TRIFEATURE)
+TEACHER = RunSpec(dataset="trifeature-shape", role="teacher", arch="resnet20", seed=0, **RECIPE)
+NDS = RunSpec(dataset="trifeature-shape", role="nds", arch="lenet5", seed=0, **RECIPE)
+DS = RunSpec(dataset="trifeature-shape", role="ds", arch="lenet5", teacher_arch="resnet20",
+             temperature=4.0, alpha=0.8, seed=0, **RECIPE)
+
+
+def test_teacher_nds_ds_commit_a_contract_store(store_uri, data_root):
+    store = Store(store_uri)
+    records = {s.role: run(s, store, device="cpu", data_root=data_root, num_workers=0)
+               for s in (TEACHER, NDS, DS)}
+    assert sorted(store.list_run_ids()) == sorted(s.run_id for s in (TEACHER, NDS, DS))
+    for spec in (TEACHER, NDS, DS):
+        assert store.is_complete(spec.run_id)
+        record = store.read_run_json(spec.run_id)
+        assert record["spec"] == spec.to_dict() and record["run_id"] == spec.run_id
+        assert record["predictions_sha256"] == sha256_bytes(
+            store.read_bytes(store.run_path(spec.run_id, "predictions.parquet")))
+        for key in ("test_accuracy", "per_class_accuracy", "n_test", "wall_seconds", "started",
+                    "finished", "code_version", "torch_version", "device"):
+            assert key in record, key
+        table = store.read_predictions(spec.run_id)
+        assert table.schema.names == [f.name for f in PREDICTION_FIELDS] + ["attr_color", "attr_texture"]
+        df = table.to_pandas()
+        assert len(df) == 1000 and record["n_test"] == 1000
+        assert (df.run_id == spec.run_id).all() and (df.role == spec.role).all()
+        assert df.sample_index.tolist() == list(range(1000))
+        assert sorted(df.label.unique()) == list(range(10))
+        assert sorted(df.attr_color.unique()) == list(range(10))
+        assert df.pred.between(0, 9).all()
+        acc = float((df.pred == df.label).mean())
+        assert record["test_accuracy"] == pytest.approx(acc)
+        per_class = [float((df.pred[df.label == c] == c).mean()) for c in range(10)]
+        assert record["per_class_accuracy"] == pytest.approx(per_class)
+    ds = store.read_predictions(DS.run_id).to_pandas()
+    assert (ds.teacher_arch == "resnet20").all() and (ds.temperature == 4.0).all() and (ds.alpha == 0.8).all()
+    assert store.read_predictions(TEACHER.run_id).to_pandas().temperature.isna().all()
+    assert records["ds"]["teacher_run_id"] == TEACHER.run_id
+
+
+def test_ds_without_its_teacher_fails_clearly_before_training(tmp_path, data_root):
+    with pytest.raises(TeacherMissingError) as e:
+        run(DS, Store(tmp_path / "empty"), device="cpu", data_root=data_root)
+    assert TEACHER.run_id in str(e.value) and DS.run_id in str(e.value)
+    assert not (tmp_path / "empty" / "runs").exists()  # nothing written
+
+
+def test_command_line(tmp_path, data_root):
+    store = tmp_path / "cli"
+    args = [sys.executable, "-m", "kdray.trial", "--store", str(store), "--data-dir", data_root,
+            "--dataset", "trifeature-shape", "--role", "nds", "--arch", "lenet5", "--epochs", "1",
+            "--batch-size", "100", "--wandb-mode", "disabled", "--data",
+            *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]]
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"{NDS.run_id}: test accuracy" in out.stdout
+    assert Store(store).is_complete(NDS.run_id)
+    # the same run from a JSON spec file
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(NDS.to_dict()))
+    again = subprocess.run([sys.executable, "-m", "kdray.trial", "--store", str(tmp_path / "cli2"),
+                            "--data-dir", data_root, "--spec", str(spec_file), "--wandb-mode", "disabled"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    a = Store(store).read_predictions(NDS.run_id).column("pred").to_numpy()
+    b = Store(tmp_path / "cli2").read_predictions(NDS.run_id).column("pred").to_numpy()
+    assert np.array_equal(a, b)  # CPU training with a given seed is deterministic
+    # bad input: a clear one-line error and exit 2, before any work
+    bad = subprocess.run([sys.executable, "-m", "kdray.trial", "--store", str(store), "--dataset",
+                          "trifeature-shape", "--role", "ds", "--arch", "lenet5",
+                          "--teacher-arch", "resnet20", "--temperature", "-2", "--alpha", "0.8"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "temperature: -2.0 is not > 0" in bad.stderr
