@@ -25,7 +25,7 @@ from typing import Any
 # not pay for scipy and matplotlib (PEP 562 module __getattr__).
 _EXPORTS = {
     "run": "analysis.job", "AnalysisResult": "analysis.job", "print_tables": "analysis.job",
-    "format_tables": "analysis.report", "ReadSummary": "analysis.read",
+    "format_tables": "analysis.report", "unchanged_tables": "analysis.outputs", "ReadSummary": "analysis.read",
     "welch_tests": "analysis.significance", "normalised_class_accuracy": "analysis.significance",
     "bh_adjust": "analysis.significance", "count_significant": "analysis.significance",
     "fairness_metrics": "analysis.fairness", "group_rates": "analysis.fairness",

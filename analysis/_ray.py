@@ -1,35 +1,12 @@
-"""Connect to Ray as a researcher expects: an existing cluster if there is one, else a local Ray.
-
-- Ray already initialised in this process (a test, a sweep script calling ``analysis.run``):
-  reuse it.
-- ``RAY_ADDRESS`` set (``ray job submit`` sets it): connect there; a failure is an error,
-  never a silent fallback to a laptop-sized local Ray.
-- Otherwise try ``ray.init(address="auto")`` (a cluster started with ``ray start --head`` or
-  the cluster launcher on this machine) and fall back to a local Ray when none is running.
-"""
+"""Ray helpers of the analysis job: quiet Ray Data progress and logs for a block."""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import logging
 from typing import Iterator
 
-
-def init_ray(quiet: bool = True) -> bool:
-    """Make sure Ray is initialised; returns True when this call started or joined it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs = dict(log_to_driver=not quiet)
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)
-        return True
-    try:
-        ray.init(address="auto", **kwargs)
-    except ConnectionError:
-        ray.init(include_dashboard=False, **kwargs)
-    return True
+from kdray.cluster import init_ray  # noqa: F401  (re-exported for analysis.read)
 
 
 @contextlib.contextmanager
@@ -39,8 +16,13 @@ def progress_bars(enabled: bool) -> Iterator[None]:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
+    log = logging.getLogger("ray.data")
     old, ctx.enable_progress_bars = ctx.enable_progress_bars, enabled
+    old_level = log.level
+    if not enabled:
+        log.setLevel(logging.WARNING)  # no "Starting execution of Dataset ..." INFO lines
     try:
         yield
     finally:
         ctx.enable_progress_bars = old
+        log.setLevel(old_level)

@@ -11,6 +11,7 @@ earlier analysis that this one does not produce are left in place.
 from __future__ import annotations
 
 import io
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,42 @@ def write_outputs(result: "AnalysisResult", out: Output, counts: dict,
         for name, png in sorted(pngs.items()):
             out.write(f"figures/{name}", png)
     out.write("tables.md", result.tables_md.encode())
+    out.write("manifest.json", json.dumps(manifest(result), indent=1, sort_keys=True).encode())
     return pngs
+
+
+def manifest(result: "AnalysisResult") -> dict:
+    """What the outputs were computed from: every run read (by checksum) and the options."""
+    return {"runs": dict(zip(result.runs["run_id"], result.runs["predictions_sha256"])),
+            "level": result.level, "normalisation": result.normalisation}
+
+
+def unchanged_tables(store_uri: str, out_uri: str | None = None, *, level: float = 0.05,
+                     normalisation: str = "ratio") -> str | None:
+    """``tables.md`` of the last analysis when the store's complete runs and the options are
+    exactly what it read (its ``manifest.json``); ``None`` when anything changed.
+
+    Runs are compared by the ``predictions_sha256`` in their run.json, so a run added,
+    re-run or removed since then means the analysis runs again.
+    """
+    store = Store(store_uri)
+    out = Output(store, out_uri)
+    try:
+        old = json.loads(out.store.read_bytes(out.store.path(out.base, "manifest.json")))
+        tables = out.store.read_bytes(out.store.path(out.base, "tables.md")).decode()
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    if (old.get("level"), old.get("normalisation")) != (level, normalisation):
+        return None
+    ids = store.list_run_ids()
+    if sorted(ids) != sorted(old.get("runs", {})):
+        return None
+    statuses = store.statuses(ids)
+    for run_id in ids:
+        record = store.read_run_json(run_id) if statuses[run_id].complete else None
+        if record is None or record.get("predictions_sha256") != old["runs"][run_id]:
+            return None
+    return tables
 
 
 def _table(df: pd.DataFrame):

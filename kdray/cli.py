@@ -101,6 +101,9 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         plan = expand(exps)
         store = Store(args.store)
         resources = parse_resources(args.resources)
+        if args.smoke_test:  # CPU only, one core per trial, whatever the architecture
+            from kdray.models import MODELS
+            resources = {a: {"cpu": 1, **resources.get(a, {})} for a in MODELS}
         mode = resolve_mode(args.wandb_mode)
         if args.max_failures < 0:
             raise ValueError(f"--max-failures: {args.max_failures} is not >= 0")
@@ -130,6 +133,12 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     if not args.no_analysis:
         import analysis
 
+        cached = None if report.ran else analysis.unchanged_tables(store.uri, level=args.level)
+        if cached is not None:
+            print(f"analysis: no run changed since the last analysis; its tables "
+                  f"({store}/analysis/tables.md):\n")
+            print(cached, end="")
+            return 0 if report.ok else 1
         try:
             result = analysis.run(store.uri, level=args.level, wandb_mode=mode,
                                   wandb_project=args.wandb_project)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from kdray import models as model_registry
+from kdray.cluster import cluster_has_gpu, init_ray, largest_node_cpus
 from kdray.grid import Experiment, Plan, expand
 from kdray.spec import RunSpec
 from kdray.store import Store
@@ -43,12 +44,15 @@ CRASH_ENV = "KDRAY_CRASH_AFTER_EPOCH"  # fault injection for tests: "<epoch>:<ma
 # Resources
 # ----------------------------------------------------------------------------------------
 def resources_of(spec: RunSpec, overrides: Mapping[str, Mapping[str, float]] | None = None,
-                 use_gpu: bool = True) -> dict[str, float]:
-    """Ray resources of one trial of ``spec``: the arch's default, then ``overrides[arch]``."""
+                 use_gpu: bool = True, max_cpus: float | None = None) -> dict[str, float]:
+    """Ray resources of one trial of ``spec``: the arch's default, then ``overrides[arch]``;
+    without GPUs only CPUs, at most ``max_cpus`` (a local Ray's size)."""
     res = dict(model_registry.MODELS[spec.arch].resources)
     res.update((overrides or {}).get(spec.arch, {}))
     if not use_gpu:
         res.pop("gpu", None)
+    if max_cpus:
+        res["cpu"] = min(res.get("cpu", 1), max_cpus)
     return {k: v for k, v in res.items() if v}
 
 
@@ -153,34 +157,11 @@ class SweepReport:
 
 
 # ----------------------------------------------------------------------------------------
-# Ray
-# ----------------------------------------------------------------------------------------
-def init_ray(num_cpus: int | None = None) -> str:
-    """Join a running cluster if there is one, else start a local Ray; returns which."""
-    import ray
-
-    if ray.is_initialized():
-        return "existing"
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
-        return "cluster"
-    except ConnectionError:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        return "local"
-
-
-def cluster_has_gpu() -> bool:
-    import ray
-
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
-# ----------------------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------------------
 def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wandb: WandbConfig,
                resources: Mapping[str, Mapping[str, float]] | None, use_gpu: bool,
-               max_failures: int, data_dir: str | None, report: SweepReport,
+               max_cpus: float | None, max_failures: int, data_dir: str | None, report: SweepReport,
                max_concurrent: int | None) -> None:
     from ray import tune
 
@@ -190,7 +171,7 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
     fn = tune.with_parameters(_fresh_trainable(), store_uri=store.uri, data_dir=data_dir,
                               crash=os.environ.get(CRASH_ENV))
     fn = tune.with_resources(fn, lambda config: resources_of(
-        RunSpec.from_dict(config["spec"]), resources, use_gpu))
+        RunSpec.from_dict(config["spec"]), resources, use_gpu, max_cpus))
     callbacks = [tune_callback(wandb, plan.group)] if wandb.mode != "disabled" else []
     tuner = tune.Tuner(
         fn,
@@ -256,10 +237,12 @@ def run_sweep(experiments: Sequence[Experiment], store: Store | str, *,
     if not stage1 and not pending2:
         report.seconds = time.perf_counter() - t0
         return report
-    where = init_ray(num_cpus)
+    where = init_ray(num_cpus=num_cpus)
     gpu = cluster_has_gpu() if use_gpu is None else use_gpu
     log(f"ray: {where} cluster, {'with' if gpu else 'no'} GPU")
-    common = dict(wandb=wandb, resources=resources, use_gpu=gpu, max_failures=max_failures,
+    max_cpus = largest_node_cpus() if where == "local" else None
+    common = dict(wandb=wandb, resources=resources, use_gpu=gpu, max_cpus=max_cpus,
+                  max_failures=max_failures,
                   data_dir=data_dir, report=report, max_concurrent=max_concurrent)
     log(f"stage 1: {len(stage1)} teacher/NDS runs to train")
     _run_stage("stage1", stage1, store, plan, **common)

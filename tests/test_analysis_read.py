@@ -38,7 +38,7 @@ def test_bad_options_are_named(tmp_path):
         analysis.run(str(tmp_path), normalisation="log")
     with pytest.raises(ValueError, match=r"level: 1.5 is not in \(0, 1\)"):
         analysis.run(str(tmp_path), level=1.5)
-    with pytest.raises(ValueError, match="wandb mode: 'loud'"):
+    with pytest.raises(ValueError, match="wandb-mode: 'loud' is not one of"):
         analysis.run(str(tmp_path), wandb_mode="loud")
 
 
