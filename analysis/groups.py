@@ -8,10 +8,11 @@ A distilled student (DS) run belongs to the experiment
 
 A *study* is the part of the spec that is neither the model nor the seed: the dataset
 options (``data``) and the training recipe (:data:`STUDY_FIELDS`). Two runs of the same
-dataset trained with different options or recipes (a one-epoch smoke test beside the full
-run) are different studies and are never compared. When a dataset has a single study (the
-usual case) its ``study`` label is ``""`` and nothing extra is printed; otherwise the label
-names the fields that differ, e.g. ``epochs=1``.
+dataset and architecture trained with different options or recipes (a one-epoch smoke test
+beside the full run) are different studies and are never compared. When no architecture of
+a dataset was trained in two studies (the usual case, even where different pairs have their
+own recipes, e.g. ResNets and ViTs on ImageNet) the ``study`` label is ``""`` and nothing
+extra is printed; otherwise the label names the fields that differ, e.g. ``epochs=1``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def study_key(spec: Mapping[str, Any]) -> str:
 
 
 def label_studies(runs: pd.DataFrame) -> pd.Series:
-    """A short ``study`` label per run: ``""`` where its dataset has one study, else the
-    differing fields (``"epochs=1"``), falling back to a hash when that is not unique."""
+    """A short ``study`` label per run: ``""`` where no architecture of its dataset was trained
+    in two studies, else the differing fields (``"epochs=1"``), falling back to a hash when
+    that is not unique."""
     labels = pd.Series("", index=runs.index, dtype=object)
     for _, sub in runs.groupby("dataset", sort=False):
         keys = sorted(sub["study_key"].unique())
-        if len(keys) < 2:
+        if len(keys) < 2 or not (sub.groupby("arch")["study_key"].nunique() > 1).any():
             continue
         flat = [_flatten(json.loads(k)) for k in keys]
         differ = sorted(f for f in set().union(*flat)

@@ -30,7 +30,7 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
     p.add_argument("--plan", default="plan.json", help="where --dry-run writes the plan")
     p.add_argument("--smoke-test", action="store_true",
                    help="the same code path on CPU: tiny data in each dataset's real format, "
-                        "1 epoch, 2 seeds, 2 temperatures, a temporary store unless --store is given")
+                        "1 epoch, 2 seeds, 1 temperature, a temporary store unless --store is given")
     p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these datasets")
     p.add_argument("--temperatures", nargs="+", type=float, metavar="T",
                    help="replace the temperature axis (e.g. 20 30 40 to extend a finished study)")
@@ -54,17 +54,18 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
 
 def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Experiment]:
     """The same experiments on tiny data: every dataset's tiny real-format files are written
-    under ``data_root``; 1 epoch, seeds (0, 1), the first two temperatures, the first alpha."""
+    under ``data_root``; 1 epoch, batch 16, seeds (0, 1), the first temperature and alpha."""
     from kdray.data import write_tiny
 
-    options = {d: write_tiny(d, data_root) for e in experiments for d in e.datasets}
+    names = sorted({d for e in experiments for d in e.datasets})
+    options = {d: write_tiny(d, data_root) for d in names}
     out = []
     for e in experiments:
         for d in e.datasets:
             out.append(e.replace(name=e.name if len(e.datasets) == 1 else f"{e.name}:{d}",
                                  datasets=(d,), data={**e.data, **options[d]},
                                  recipe={**e.recipe, "epochs": 1, "batch_size": 16},
-                                 seeds=e.seeds[:2], temperatures=e.temperatures[:2],
+                                 seeds=e.seeds[:2], temperatures=e.temperatures[:1],
                                  alphas=e.alphas[:1]))
     return out
 

@@ -28,29 +28,30 @@ H100 = "H100 80GB, torch 2.11, PERFORMANCE.md (bench/gpu_anchor*.py), 2026-11-26
 @dataclass(frozen=True)
 class Throughput:
     images_per_second: float  # training images/s of the model alone (teacher / NDS step)
+    size: int  # the input size (px) the rate is for; conv-net cost scales with pixels
     source: str
 
 
 # Anchors measured on one H100: ResNet-20 at 32 px (batch 128, eager fp32, launch-bound) and
 # ResNet-18 at 224 px (batch 256, bf16, compute-bound). Other entries scale the compute-bound
-# anchor by forward GFLOPs at the input size the paper uses (ResNet-18 @224: 1.82 GFLOPs).
+# anchor by forward GFLOPs at the size given (ResNet-18 @224: 1.82 GFLOPs).
 THROUGHPUT: dict[str, Throughput] = {
-    "resnet20": Throughput(15_178, f"measured: NDS, CIFAR-size, batch 128, {H100}"),
-    "resnet56": Throughput(5_000, "estimate: ResNet-20's measured rate x 41/125 MFLOPs"),
-    "lenet5": Throughput(15_178, "estimate: capped at ResNet-20's launch-bound measured rate"),
-    "resnet18": Throughput(11_939, f"measured: 224 px, batch 256, bf16, {H100}"),
-    "resnet50": Throughput(5_300, "estimate: ResNet-18's measured rate x 1.82/4.1 GFLOPs"),
-    "densenet121": Throughput(7_500, "estimate: ResNet-18's measured rate x 1.82/2.9 GFLOPs"),
-    "densenet169": Throughput(6_400, "estimate: ResNet-18's measured rate x 1.82/3.4 GFLOPs"),
-    "vit_base": Throughput(1_235, "estimate: ResNet-18's measured rate x 1.82/17.6 GFLOPs"),
-    "tiny_vit": Throughput(16_700, "estimate: ResNet-18's measured rate x 1.82/1.3 GFLOPs"),
-    "bert_base": Throughput(1_000, "estimate: ResNet-18's measured rate x 1.82/22 GFLOPs (128 tokens)"),
-    "distilbert": Throughput(2_000, "estimate: half of bert_base (6 of 12 layers)"),
+    "resnet20": Throughput(15_178, 32, f"measured: NDS, CIFAR-size, batch 128, {H100}"),
+    "resnet56": Throughput(5_000, 32, "estimate: ResNet-20's measured rate x 41/125 MFLOPs"),
+    "lenet5": Throughput(15_178, 32, "estimate: capped at ResNet-20's launch-bound measured rate"),
+    "resnet18": Throughput(11_939, 224, f"measured: 224 px, batch 256, bf16, {H100}"),
+    "resnet50": Throughput(5_300, 224, "estimate: ResNet-18's measured rate x 1.82/4.1 GFLOPs"),
+    "densenet121": Throughput(7_500, 224, "estimate: ResNet-18's measured rate x 1.82/2.9 GFLOPs"),
+    "densenet169": Throughput(6_400, 224, "estimate: ResNet-18's measured rate x 1.82/3.4 GFLOPs"),
+    "vit_base": Throughput(1_235, 224, "estimate: ResNet-18's measured rate x 1.82/17.6 GFLOPs"),
+    "tiny_vit": Throughput(16_700, 224, "estimate: ResNet-18's measured rate x 1.82/1.3 GFLOPs"),
+    "bert_base": Throughput(1_000, 0, "estimate: ResNet-18's measured rate x 1.82/22 GFLOPs (128 tokens)"),
+    "distilbert": Throughput(2_000, 0, "estimate: half of bert_base (6 of 12 layers)"),
 }
-# Small-input stems (CIFAR 32 px, Tiny ImageNet 64 px) change the FLOPs of the ImageNet models:
-INPUT_SCALE = {"cifar100": 224 ** 2 / 128 ** 2, "cifar10": 224 ** 2 / 128 ** 2,
-               "svhn": 224 ** 2 / 128 ** 2, "tinyimagenet": 224 ** 2 / 256 ** 2}
-SCALED_ARCHS = {"resnet18", "resnet50", "densenet121", "densenet169"}
+# ImageNet-stem models on inputs <= 64 px use the small-image stem (kdray/models/vision.py):
+# no stride-4 stem, so their cost is that of a 4x larger input with the ImageNet stem.
+SMALL_STEM = {"resnet18", "resnet50", "densenet121", "densenet169"}
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32}
 
 # Training images per dataset (paper's Appendix A; CelebA after balancing, Table 4).
 N_TRAIN = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "tinyimagenet": 100_000,
@@ -67,13 +68,19 @@ def n_train(spec: RunSpec) -> int:
 def images_per_second(spec: RunSpec) -> float:
     """Training throughput of one trial of ``spec`` alone on one GPU.
 
+    Conv nets and ViTs scale with the number of input pixels relative to the table's size.
     DS adds an eval-mode teacher forward, about a third of the teacher's training step:
     ``1 / (1/s + 1/(3 t))``. Check against PERFORMANCE.md: ResNet-20 from ResNet-56 gives
     7,544 (measured 8,679); ResNet-18 from ResNet-50 at 224 px gives 6,819 (measured 6,165).
     """
+    size = spec.data.get("image_size") or NATIVE_SIZE.get(spec.dataset, 224)
+
     def rate(arch: str) -> float:
-        r = THROUGHPUT[arch].images_per_second if arch in THROUGHPUT else 5_000.0
-        return r * INPUT_SCALE.get(spec.dataset, 1.0) if arch in SCALED_ARCHS else r
+        t = THROUGHPUT.get(arch, Throughput(5_000.0, 0, "default"))
+        if not t.size:
+            return t.images_per_second
+        effective = size * 4 if arch in SMALL_STEM and size <= 64 else size
+        return t.images_per_second * (t.size / effective) ** 2
 
     s = rate(spec.arch)
     if spec.role != "ds":

@@ -23,6 +23,9 @@ and starts a local Ray otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import sys
 import tempfile
@@ -38,6 +41,29 @@ from kdray.store import Store
 from kdray.tracking import WandbConfig, tune_callback
 
 CRASH_ENV = "KDRAY_CRASH_AFTER_EPOCH"  # fault injection for tests: "<epoch>:<marker dir>"
+STATE, META = "state.pt", "checkpoint.json"  # a trial checkpoint: Trainer state + {run_id, epoch}
+
+
+def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:
+    """For runs an earlier sweep started but did not finish (its driver died, a trial ran out
+    of retries), the store path of the latest epoch checkpoint Tune kept under ``{store}/tune``."""
+    from pyarrow import fs as pafs
+
+    sel = pafs.FileSelector(store.path("tune"), recursive=True, allow_not_found=True)
+    best: dict[str, tuple[int, str]] = {}
+    for info in store.fs.get_file_info(sel):
+        if info.type != pafs.FileType.File or info.base_name != META:
+            continue
+        try:
+            meta = json.loads(store.read_bytes(info.path))
+        except (OSError, ValueError):
+            continue
+        run_id, epoch = meta.get("run_id"), int(meta.get("epoch", 0))
+        if run_id in run_ids and epoch > best.get(run_id, (0, ""))[0]:
+            state = info.path.rsplit("/", 1)[0] + "/" + STATE
+            if store.exists(state):
+                best[run_id] = (epoch, state)
+    return {run_id: path for run_id, (_, path) in best.items()}
 
 
 # ----------------------------------------------------------------------------------------
@@ -45,9 +71,13 @@ CRASH_ENV = "KDRAY_CRASH_AFTER_EPOCH"  # fault injection for tests: "<epoch>:<ma
 # ----------------------------------------------------------------------------------------
 def resources_of(spec: RunSpec, overrides: Mapping[str, Mapping[str, float]] | None = None,
                  use_gpu: bool = True, max_cpus: float | None = None) -> dict[str, float]:
-    """Ray resources of one trial of ``spec``: the arch's default, then ``overrides[arch]``;
-    without GPUs only CPUs, at most ``max_cpus`` (a local Ray's size)."""
+    """Ray resources of one trial of ``spec``: the arch's default (for a DS run, the larger of
+    its and its teacher's), then ``overrides[arch]``; without GPUs only CPUs, at most
+    ``max_cpus`` (a local Ray's size)."""
     res = dict(model_registry.MODELS[spec.arch].resources)
+    if spec.role == "ds":  # a DS trial also holds and runs its teacher
+        teacher = model_registry.MODELS[spec.teacher_arch].resources
+        res = {k: max(res.get(k, 0), teacher.get(k, 0)) for k in {*res, *teacher}}
     res.update((overrides or {}).get(spec.arch, {}))
     if not use_gpu:
         res.pop("gpu", None)
@@ -94,7 +124,7 @@ def _maybe_crash(run_id: str, epoch: int, setting: str | None) -> None:
 
 
 def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = None,
-              crash: str | None = None) -> None:
+              crash: str | None = None, earlier: Mapping[str, str] | None = None) -> None:
     """Tune function trainable: one run, checkpointed every epoch, resumable."""
     import torch
     from ray import tune
@@ -110,24 +140,44 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
         return
 
     resume = None
-    checkpoint = tune.get_checkpoint()
+    checkpoint = tune.get_checkpoint()  # this trial's own, after a retry
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = torch.load(os.path.join(d, "state.pt"), weights_only=False)
+            resume = torch.load(os.path.join(d, STATE), weights_only=False)
+    elif (earlier or {}).get(spec.run_id):  # the last checkpoint of an earlier sweep's attempt
+        resume = torch.load(io.BytesIO(store.read_bytes(earlier[spec.run_id])), weights_only=False)
 
     def on_epoch(trainer, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(trainer.state_dict(), os.path.join(tmp, "state.pt"))
+            torch.save(trainer.state_dict(), os.path.join(tmp, STATE))
+            with open(os.path.join(tmp, META), "w") as f:
+                json.dump({"run_id": spec.run_id, "epoch": trainer.epoch}, f)
             tune.report({"run_id": spec.run_id, **metrics},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
         _maybe_crash(spec.run_id, int(metrics["epoch"]), crash)
 
-    record = trial.run(spec, store, resume=resume, on_epoch=on_epoch, data_root=data_dir,
-                       num_workers=max(0, int(cpus) - 1))
+    try:
+        record = trial.run(spec, store, resume=resume, on_epoch=on_epoch, data_root=data_dir,
+                           num_workers=max(0, int(cpus) - 1))
+    finally:
+        _release_memory()
     tune.report({"run_id": spec.run_id, "epoch": spec.epochs, "test_accuracy": record["test_accuracy"],
                  "per_class_accuracy": record["per_class_accuracy"],
                  "per_class_n": record["per_class_n"], "n_test": record["n_test"],
                  "resumed_from_epoch": record["resumed_from_epoch"]})
+
+
+def _release_memory() -> None:
+    """Give a finished trial's memory back before the worker runs the next one (reuse_actors):
+    collect its objects, then return freed heap pages to the OS (glibc malloc_trim)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # ----------------------------------------------------------------------------------------
@@ -168,16 +218,18 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
     if not specs:
         return
     by_id = {s.run_id: s for s in specs}
+    earlier = earlier_checkpoints(store, set(by_id))
+    for run_id in sorted(earlier):
+        print(f"  {run_id}: resumes from an earlier sweep's checkpoint "
+              f"({earlier[run_id].rsplit('/', 4)[-4]})")
     fn = tune.with_parameters(_fresh_trainable(), store_uri=store.uri, data_dir=data_dir,
-                              crash=os.environ.get(CRASH_ENV))
+                              crash=os.environ.get(CRASH_ENV), earlier=earlier)
     fn = tune.with_resources(fn, lambda config: resources_of(
         RunSpec.from_dict(config["spec"]), resources, use_gpu, max_cpus))
     callbacks = [tune_callback(wandb, plan.group)] if wandb.mode != "disabled" else []
     tuner = tune.Tuner(
         fn,
         param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
-        # reuse_actors: the next trial runs in the same worker process (no re-import of torch,
-        # and the per-process dataset cache stays warm)
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
@@ -200,8 +252,8 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
 
 def _fresh_trainable():
     """A new function object each time: ``tune.with_resources`` mutates what it wraps."""
-    def kdray_trial(config, store_uri, data_dir=None, crash=None):
-        return trainable(config, store_uri, data_dir, crash)
+    def kdray_trial(config, store_uri, data_dir=None, crash=None, earlier=None):
+        return trainable(config, store_uri, data_dir, crash, earlier)
     return kdray_trial
 
 
@@ -210,6 +262,21 @@ def _one_line(error: BaseException) -> str:
     # Ray wraps the trial's exception; its last line is the original message
     last = [ln for ln in text if ln.strip()]
     return f"{type(error).__name__}: {last[-1] if last else ''}"[:500]
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]):
+    """Set environment variables for the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_sweep(experiments: Sequence[Experiment], store: Store | str, *,
@@ -226,38 +293,39 @@ def run_sweep(experiments: Sequence[Experiment], store: Store | str, *,
     status = store.statuses([s.run_id for s in plan.all])
     report = SweepReport(skipped=[r for r, st in status.items() if st.complete])
     stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
+    pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
     log(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
         f"{len(plan.ds)} DS); {len(report.skipped)} complete in {store}")
-    # W&B runs are created on the driver (Ray's WandbLoggerCallback reads WANDB_MODE here)
-    os.environ.update(wandb.env())
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # honour verbose=0
-    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # W&B actor start-up is ~1 s per trial
-    pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
     if not stage1 and not pending2:
         report.seconds = time.perf_counter() - t0
         return report
+
     where = init_ray(num_cpus=num_cpus)
     gpu = cluster_has_gpu() if use_gpu is None else use_gpu
     log(f"ray: {where} cluster, {'with' if gpu else 'no'} GPU")
-    max_cpus = largest_node_cpus() if where == "local" else None
-    common = dict(wandb=wandb, resources=resources, use_gpu=gpu, max_cpus=max_cpus,
-                  max_failures=max_failures,
-                  data_dir=data_dir, report=report, max_concurrent=max_concurrent)
-    log(f"stage 1: {len(stage1)} teacher/NDS runs to train")
-    _run_stage("stage1", stage1, store, plan, **common)
-
-    stage2 = []
-    for spec in pending2:
-        teacher_id = spec.teacher_spec().run_id
-        if teacher_id in report.failed:
-            report.not_launched[spec.run_id] = f"its teacher {teacher_id} failed"
-        elif not (status[teacher_id].complete or teacher_id in report.ran):
-            report.not_launched[spec.run_id] = f"its teacher {teacher_id} is not complete"
-        else:
-            stage2.append(spec)
-    log(f"stage 2: {len(stage2)} DS runs to train")
-    _run_stage("stage2", stage2, store, plan, **common)
+    common = dict(wandb=wandb, resources=resources, use_gpu=gpu,
+                  max_cpus=largest_node_cpus() if where == "local" else None,
+                  max_failures=max_failures, data_dir=data_dir, report=report,
+                  max_concurrent=max_concurrent)
+    # W&B runs are created on the driver: Ray's WandbLoggerCallback reads WANDB_MODE from the
+    # environment to decide whether it needs an API key
+    env = {**wandb.env(), "TUNE_WARN_THRESHOLD_S": "5",  # W&B actors start in ~1 s per trial
+           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+           "RAY_AIR_NEW_OUTPUT": "0"}  # honour verbose=0
+    with _environ(env):
+        log(f"stage 1: {len(stage1)} teacher/NDS runs to train")
+        _run_stage("stage1", stage1, store, plan, **common)
+        stage2 = []
+        for spec in pending2:
+            teacher_id = spec.teacher_spec().run_id
+            if teacher_id in report.failed:
+                report.not_launched[spec.run_id] = f"its teacher {teacher_id} failed"
+            elif not (status[teacher_id].complete or teacher_id in report.ran):
+                report.not_launched[spec.run_id] = f"its teacher {teacher_id} is not complete"
+            else:
+                stage2.append(spec)
+        log(f"stage 2: {len(stage2)} DS runs to train")
+        _run_stage("stage2", stage2, store, plan, **common)
     report.seconds = time.perf_counter() - t0
     return report
 

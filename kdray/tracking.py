@@ -9,18 +9,42 @@ Mode: ``online``, ``offline`` or ``disabled``, from the flag, else ``$WANDB_MODE
 ``offline`` when no API key is configured (``$WANDB_API_KEY`` or a ``wandb login`` entry in
 ``~/.netrc``) and ``online`` when one is. The key is read by wandb from the environment; kdray
 never copies it into a config, the store or a log.
+
+On a cluster head the key can come from AWS Systems Manager: with ``$KDRAY_WANDB_KEY_SSM``
+naming a SecureString parameter (``cluster/aws.yaml`` sets it), :func:`resolve_mode` reads it
+into this process's environment only, so it is never in a file on the node or in the repo.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from kdray.spec import RunSpec
 
 MODES = ("online", "offline", "disabled")
+SSM_ENV = "KDRAY_WANDB_KEY_SSM"
+
+
+def key_from_ssm() -> bool:
+    """Set ``$WANDB_API_KEY`` (this process only) from the SSM SecureString parameter named by
+    ``$KDRAY_WANDB_KEY_SSM``, unless a key is already set; True when it did."""
+    name = os.environ.get(SSM_ENV)
+    if not name or os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        import boto3
+
+        value = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except Exception as e:  # noqa: BLE001 - no key means offline, said once
+        print(f"W&B: no API key from SSM parameter {name!r} ({type(e).__name__}); "
+              f"W&B runs offline unless a key is set", file=sys.stderr)
+        return False
+    os.environ["WANDB_API_KEY"] = value.strip()
+    return True
 
 
 def has_api_key() -> bool:
@@ -34,6 +58,8 @@ def has_api_key() -> bool:
 
 def resolve_mode(flag: str | None = None) -> str:
     """The W&B mode: the flag, else $WANDB_MODE, else online iff an API key is configured."""
+    if flag != "disabled":
+        key_from_ssm()
     mode = flag or os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
     if mode == "dryrun":  # wandb's old name for offline
         mode = "offline"

@@ -228,3 +228,17 @@ def test_no_effect_gives_about_level_share_of_false_positives(tmp_path, ray_loca
     assert row["n_classes"] == k
     assert 0.02 * k <= row["n_significant"] <= 0.09 * k  # expected 0.05 * 400 = 20
     assert row["n_significant_bh"] <= 3
+
+
+def test_pairs_with_their_own_recipes_are_one_study_unless_an_arch_has_two():
+    import pandas as pd
+
+    from analysis.groups import label_studies
+
+    sgd, adamw, short = '{"lr":0.1}', '{"lr":0.0005}', '{"lr":0.1,"epochs":1}'
+    runs = pd.DataFrame({"dataset": ["imagenet"] * 4, "arch": ["resnet50", "resnet18", "vit_base", "tiny_vit"],
+                         "study_key": [sgd, sgd, adamw, adamw]})
+    assert label_studies(runs).tolist() == ["", "", "", ""]
+    runs.loc[4] = ["imagenet", "resnet18", short]  # the same arch in a second study
+    labels = label_studies(runs)
+    assert labels[1] != labels[4] and all(labels)

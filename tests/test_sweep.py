@@ -99,6 +99,25 @@ def test_killed_trial_resumes_from_its_checkpoint(first_sweep, ray_local, data_r
         assert np.array_equal(a, b), spec.run_id  # same as the uninterrupted sweep
 
 
+def test_rerun_resumes_what_an_earlier_sweep_left_unfinished(first_sweep, ray_local, data_root,
+                                                              tmp_path, monkeypatch):
+    store, _, _ = first_sweep
+    one = EXP.replace(seeds=(1,), temperatures=(4.0,))
+    crashed = Store(tmp_path / "store")
+    monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")
+    first = run_sweep([one], crashed, data_dir=data_root, max_failures=0)  # no retries left
+    plan = expand([one])
+    assert set(first.failed) == {s.run_id for s in plan.stage1} and len(first.not_launched) == 1
+    monkeypatch.delenv(CRASH_ENV)
+    second = run_sweep([one], crashed, data_dir=data_root)  # e.g. after the head node died
+    assert second.ok and len(second.ran) == 3
+    for spec in plan.stage1:
+        assert crashed.read_run_json(spec.run_id)["resumed_from_epoch"] == 1
+    for spec in plan.all:
+        a = crashed.read_predictions(spec.run_id).column("pred").to_numpy()
+        assert np.array_equal(a, store.read_predictions(spec.run_id).column("pred").to_numpy())
+
+
 def test_failing_trial_is_reported_and_the_script_exits_nonzero(ray_local, data_root, tmp_path):
     script = tmp_path / "failing_sweep.py"
     script.write_text(textwrap.dedent(f"""
@@ -123,6 +142,8 @@ def test_failing_trial_is_reported_and_the_script_exits_nonzero(ray_local, data_
 def test_resources_per_architecture():
     spec = expand([EXP]).teachers[0]
     assert resources_of(spec) == {"cpu": 1, "gpu": 0.25}
+    ds = expand([EXP]).ds[0]  # LeNet-5 alone asks for 1/8 GPU; with its ResNet-20 teacher, 1/4
+    assert resources_of(ds) == {"cpu": 1, "gpu": 0.25}
     assert resources_of(spec, use_gpu=False) == {"cpu": 1}
     assert resources_of(spec, parse_resources(["resnet20=cpu:2,gpu:0.5"])) == {"cpu": 2, "gpu": 0.5}
     with pytest.raises(ValueError, match="--resources: 'resnet99=cpu:1'"):

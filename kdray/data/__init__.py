@@ -152,6 +152,7 @@ def write_tiny(name: str, root: str | os.PathLike) -> dict[str, Any]:
     """Write tiny files for dataset ``name`` under ``root``; returns the options that load them."""
     if name not in TINY_WRITERS:
         raise ValueError(f"dataset: {name!r} has no tiny-data writer; expected one of {sorted(TINY_WRITERS)}")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # save_to_disk's bars
     return dict(TINY_WRITERS[name](Path(root)))
 
 

@@ -115,8 +115,9 @@ def _jpeg(rng: np.random.Generator, h: int, w: int) -> bytes:
 
 @register_tiny("tinyimagenet")
 def tiny_tinyimagenet(root: Path) -> dict:
-    """The release's folder tree for all 200 wnids (2 train + 1 val 64x64 JPEG each) and the
-    same images as an HF ``save_to_disk`` copy (``train``/``valid``); loads the folder at 32 px."""
+    """The release's folder tree for all 200 wnids (a 64x64 train and val JPEG for every 4th,
+    so CPU smoke runs stay short) and the same images as an HF ``save_to_disk`` copy
+    (``train``/``valid``); loads the folder at 32 px."""
     import datasets
 
     rng = np.random.default_rng(0)
@@ -128,10 +129,13 @@ def tiny_tinyimagenet(root: Path) -> dict:
     hf = {"train": ([], []), "valid": ([], [])}
     names = sorted(wnids)
     annotations = []
-    for w in wnids:
+    for i, w in enumerate(wnids):
         (release / "train" / w / "images").mkdir(parents=True)
+        if i % 4:
+            (release / "train" / w / f"{w}_boxes.txt").write_text("")
+            continue
         boxes = []
-        for k in range(2):
+        for k in range(1):
             data = _jpeg(rng, 64, 64)
             (release / "train" / w / "images" / f"{w}_{k}.JPEG").write_bytes(data)
             boxes.append(f"{w}_{k}.JPEG\t0\t0\t63\t63")

@@ -1,0 +1,38 @@
+"""Extending a finished study through a sweep script's command line: new temperatures, then
+new seeds, schedule only the new runs, and the analysis picks them up with nothing else to do."""
+
+import pytest
+
+from conftest import TINY_TRIFEATURE
+from kdray.cli import sweep_main
+from kdray.grid import Experiment
+
+pytestmark = pytest.mark.slow
+STUDY = [Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (1.0, 2.0), (0.8,),
+                    (0, 1), recipe={"epochs": 1, "batch_size": 100}, data=TINY_TRIFEATURE)]
+
+
+def _sweep(args, capsys):
+    code = sweep_main(STUDY, args)
+    return code, capsys.readouterr().out
+
+
+def test_extend_temperatures_then_seeds(ray_local, data_root, tmp_path, capsys):
+    common = ["--store", str(tmp_path / "store"), "--data-dir", data_root, "--wandb-mode", "disabled"]
+    code, out = _sweep(common, capsys)
+    assert code == 0 and "sweep: 8 ran, 0 skipped" in out
+    assert "| DS | 2 |" in out and "| DS | 4 |" not in out
+
+    code, out = _sweep(common + ["--temperatures", "1", "2", "4"], capsys)
+    assert code == 0 and "sweep: 2 ran, 8 skipped" in out  # only the DS at T = 4 (2 seeds)
+    assert "stage 1: 0 teacher/NDS runs to train" in out
+    assert "| DS | 4 |" in out  # the analysis includes the new temperature
+
+    code, out = _sweep(common + ["--temperatures", "1", "2", "4", "--seeds", "0", "1", "2"], capsys)
+    assert code == 0 and "sweep: 5 ran, 10 skipped" in out  # 1 teacher, 1 NDS, 3 DS of seed 2
+    table = next(line for line in out.splitlines() if line.startswith("| Teacher |"))
+    assert table.rstrip().endswith("| 3 |")  # three seeds now
+
+    code, out = _sweep(common + ["--temperatures", "1", "2", "4", "--seeds", "0", "1", "2"], capsys)
+    assert code == 0 and "sweep: 0 ran, 15 skipped" in out
+    assert "no run changed since the last analysis" in out

@@ -1,0 +1,39 @@
+"""``sweeps/full_paper.py --smoke-test`` and ``sweeps/quick.py --smoke-test``: the paper's
+scripts end to end on CPU, tiny data in every dataset's real format, through the analysis."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdray.paper import EXPERIMENTS
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_full_paper_smoke_test(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "full_paper.py"), "--smoke-test",
+                          "--store", str(tmp_path / "store"), "--wandb-mode", "disabled"],
+                         capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # 12 (dataset, teacher) and 12 (dataset, student) blocks x 2 seeds; 13 DS blocks x 2 seeds
+    assert "sweep: 74 ran, 0 skipped (already complete), 0 failed, 0 not launched" in out.stdout
+    for e in EXPERIMENTS:
+        for d in e.datasets:
+            for t, s in e.pairs:
+                assert f"## {d}: {t} / {s}, alpha = {e.alphas[0]:g}" in out.stdout, (d, t, s)
+    assert "Fairness of hatexplain bert_base / distilbert" in out.stdout
+    assert "EOD young (%)" in out.stdout and "EOD race (%)" in out.stdout
+    assert (tmp_path / "store" / "analysis" / "significance.csv").exists()
+
+
+def test_quick_smoke_test(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "quick.py"), "--smoke-test",
+                          "--store", str(tmp_path / "store")],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "sweep: 6 ran" in out.stdout and "W&B: offline" in out.stdout
+    assert "## trifeature-shape: resnet20 / lenet5, alpha = 0.8" in out.stdout
+    assert list((tmp_path / "store" / "wandb" / "wandb").glob("offline-run-*"))
