@@ -243,6 +243,16 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
             report.failed[run_id] = _one_line(result.error)
         elif store.is_complete(run_id):
             report.ran.append(run_id)
+            # the run is committed: its resume checkpoints (optimiser state included, 1.3 GB
+            # for BERT-base) are of no further use
+            stale = [(c.filesystem, c.path) for c in [result.checkpoint] if c is not None]
+            if run_id in earlier:
+                stale.append((store.fs, earlier[run_id].rsplit("/", 1)[0]))
+            for fs, path in stale:
+                try:
+                    fs.delete_dir(path)
+                except OSError:
+                    pass
         else:
             report.failed[run_id] = "trial ended but the run is not complete in the store"
         by_id.pop(run_id, None)

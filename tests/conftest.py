@@ -22,6 +22,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection (a download) fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-protocol server (moto) on 127.0.0.1 for the session; yields its host:port."""

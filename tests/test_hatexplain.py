@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -18,17 +17,6 @@ from kdray.data import hatexplain as hx  # noqa: E402
 from kdray.data.fetch import is_ready  # noqa: E402
 
 H, N, O = 0, 1, 2  # the HF ClassLabel ids: hatespeech, normal, offensive
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection (a download) fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ parameter counts the literature gives (counted on the meta device: no memory, no
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -31,17 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection (a download) fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def model_inputs(name: str, batch: int = 2) -> tuple[dict, torch.Tensor]:
