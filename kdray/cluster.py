@@ -30,10 +30,24 @@ def init_ray(*, quiet: bool = True, num_cpus: int | None = None) -> str:
         return "local"
 
 
-def cluster_has_gpu() -> bool:
-    import ray
+# The cluster launcher's copy of cluster/aws.yaml on the head node (Ray Tune reads it too).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+
+def cluster_has_gpu() -> bool:
+    """GPUs in the cluster now, or in a worker type the autoscaler can start: an autoscaling
+    cluster starts with its head alone, before any GPU node is up."""
+    import ray
+    import yaml
+
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return True
+    path = os.path.expanduser(BOOTSTRAP_CONFIG)
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        node_types = (yaml.safe_load(f) or {}).get("available_node_types", {})
+    return any((t.get("resources") or {}).get("GPU", 0) > 0 for t in node_types.values())
 
 
 def largest_node_cpus() -> float:

@@ -195,10 +195,14 @@ class SweepReport:
     def ok(self) -> bool:
         return not self.failed and not self.not_launched
 
-    def format(self) -> str:
+    def format(self, max_listed: int = 40) -> str:
         lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
                  f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
                  f"{self.seconds:.0f}s"]
+        for run_id in sorted(self.ran)[:max_listed]:
+            lines.append(f"  ran {run_id}")
+        if len(self.ran) > max_listed:
+            lines.append(f"  ... and {len(self.ran) - max_listed} more (the store lists every run)")
         for run_id, err in sorted(self.failed.items()):
             lines.append(f"  FAILED {run_id}: {err}")
         for run_id, why in sorted(self.not_launched.items()):

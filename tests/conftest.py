@@ -14,6 +14,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Every Ray the tests start (here and in the sweep scripts they run) is a new local one, never
+# a cluster that happens to run on the machine (another checkout's tests, say).
+os.environ["RAY_ADDRESS"] = "local"
 
 
 def _free_port() -> int:
@@ -72,7 +75,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}})
     yield ray
     ray.shutdown()

@@ -158,3 +158,13 @@ def test_wandb_key_from_ssm_lands_only_in_the_environment(s3_endpoint, monkeypat
     monkeypatch.setenv(SSM_ENV, "/kdray/missing")
     assert resolve_mode(None) == "offline"
     assert "no API key from SSM parameter '/kdray/missing'" in capsys.readouterr().err
+
+
+def test_an_autoscaling_cluster_with_gpu_worker_types_gets_gpu_trials(ray_local, tmp_path, monkeypatch):
+    from kdray.cluster import cluster_has_gpu
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not cluster_has_gpu()  # the test's local Ray: CPUs only, no launcher config
+    # on a head started by `ray up`, the launcher leaves its config here; no GPU node is up yet
+    (tmp_path / "ray_bootstrap_config.yaml").write_text((ROOT / "cluster" / "aws.yaml").read_text())
+    assert cluster_has_gpu()
