@@ -104,10 +104,8 @@ def unchanged_tables(store_uri: str, out_uri: str | None = None, *, level: float
     if sorted(ids) != sorted(old.get("runs", {})):
         return None
     statuses = store.statuses(ids)
-    for run_id in ids:
-        record = store.read_run_json(run_id) if statuses[run_id].complete else None
-        if record is None or record.get("predictions_sha256") != old["runs"][run_id]:
-            return None
+    if any(statuses[r].predictions_sha256 != old["runs"][r] for r in ids):
+        return None
     return tables
 
 

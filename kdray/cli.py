@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Callable, Sequence
+from typing import Sequence
 
 from kdray.grid import Experiment, expand, narrow
 from kdray.store import Store
@@ -59,32 +59,19 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
 
     names = sorted({d for e in experiments for d in e.datasets})
     options = {d: write_tiny(d, data_root) for d in names}
-    out = []
-    for e in experiments:
-        for d in e.datasets:
-            out.append(e.replace(name=e.name if len(e.datasets) == 1 else f"{e.name}:{d}",
-                                 datasets=(d,), data={**e.data, **options[d]},
-                                 recipe={**e.recipe, "epochs": 1, "batch_size": 16},
-                                 seeds=e.seeds[:2], temperatures=e.temperatures[:1],
-                                 alphas=e.alphas[:1]))
-    return out
+    tiny = narrow(experiments, recipe={"epochs": 1, "batch_size": 16}, data=options)
+    return [e.replace(seeds=e.seeds[:2], temperatures=e.temperatures[:1], alphas=e.alphas[:1])
+            for e in tiny]
 
 
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
-               description: str = "", default_store: str = "./results",
-               configure: Callable[[argparse.ArgumentParser], None] | None = None,
-               adjust: Callable[[argparse.Namespace, list[Experiment]], list[Experiment]] | None = None,
-               ) -> int:
+               description: str = "", default_store: str = "./results") -> int:
     """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
     from kdray.plan import format_plan, plan_json
     from kdray.sweep import parse_resources, run_sweep
-    from kdray.tracking import WandbConfig, resolve_mode
+    from kdray.tracking import WandbConfig, default_dir, resolve_mode
 
-    p = parser(description, default_store)
-    if configure:
-        configure(p)
-    args = p.parse_args(argv)
-    tmp = None
+    args = parser(description, default_store).parse_args(argv)
     try:
         exps = list(experiments)
         if args.smoke_test:
@@ -94,8 +81,6 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
             args.data_dir = args.data_dir or os.path.join(tmp, "data")
             exps = smoke_variant(narrow(exps, datasets=args.datasets), args.data_dir)
             args.datasets = None
-        if adjust:
-            exps = adjust(args, exps)
         exps = narrow(exps, datasets=args.datasets, temperatures=args.temperatures,
                       alphas=args.alphas, seeds=args.seeds,
                       recipe={"epochs": args.epochs} if args.epochs else None)
@@ -120,10 +105,8 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         print(f"plan: {len(plan)} runs written to {args.plan}")
         return 0
 
-    wandb_dir = args.wandb_dir or (os.path.join(store.root, "wandb") if store.is_local
-                                   else os.path.abspath("wandb"))
     wandb = WandbConfig(mode=mode, project=args.wandb_project, entity=args.wandb_entity,
-                        dir=os.path.abspath(wandb_dir))
+                        dir=os.path.abspath(args.wandb_dir or default_dir(store)))
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
     print(f"store: {store}   W&B: {mode} ({args.wandb_project})", flush=True)
     report = run_sweep(exps, store, wandb=wandb, resources=resources,

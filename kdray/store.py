@@ -86,6 +86,7 @@ class RunStatus:
     run_id: str
     complete: bool
     reason: str = ""  # why not complete: "missing", "no run.json", "checksum mismatch", ...
+    predictions_sha256: str | None = None  # of a complete run
 
 
 class Store:
@@ -207,7 +208,7 @@ class Store:
             return RunStatus(run_id, False, "no predictions.parquet")
         if sha256_bytes(data) != record.get("predictions_sha256"):
             return RunStatus(run_id, False, "predictions_sha256 does not match predictions.parquet")
-        return RunStatus(run_id, True)
+        return RunStatus(run_id, True, predictions_sha256=record["predictions_sha256"])
 
     def is_complete(self, run_id: str) -> bool:
         return self.status(run_id).complete

@@ -87,6 +87,11 @@ class WandbConfig:
         return env
 
 
+def default_dir(store) -> str:
+    """Where W&B writes by default: ``{store}/wandb`` for a local store, ``./wandb`` otherwise."""
+    return os.path.join(store.root, "wandb") if store.is_local else os.path.abspath("wandb")
+
+
 def default_group(spec: RunSpec) -> str:
     if spec.role == "ds":
         return f"{spec.dataset}/{spec.teacher_arch}-{spec.arch}"

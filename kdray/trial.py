@@ -34,7 +34,7 @@ from kdray.data import DatasetSplits, load_dataset
 from kdray.models import build_model
 from kdray.spec import RunSpec
 from kdray.store import Store, predictions_table
-from kdray.tracking import Tracker, WandbConfig, resolve_mode
+from kdray.tracking import Tracker, WandbConfig, default_dir, resolve_mode
 from kdray.train import Trainer, per_class_accuracy
 
 
@@ -131,7 +131,8 @@ def run(spec: RunSpec, store: Store | str, *, device: str | None = None,
         record = {
             "run_id": spec.run_id, "spec": spec.to_dict(), "teacher_run_id": teacher_id,
             "test_accuracy": test_accuracy, "per_class_accuracy": per_class,
-            "per_class_n": np.bincount(labels, minlength=data.num_classes).tolist(), "n_test": n, "num_classes": data.num_classes,
+            "per_class_n": np.bincount(labels, minlength=data.num_classes).tolist(),
+            "n_test": n, "num_classes": data.num_classes,
             "attributes": sorted(data.attributes), "predictions_sha256": sha,
             "history": history, "resumed_from_epoch": resumed_from,
             "wall_seconds": time.perf_counter() - t0,
@@ -211,11 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    wandb_dir = os.path.join(store.root, "wandb") if store.is_local else os.path.abspath("wandb")
     print(f"{spec.run_id}: training on {store}", flush=True)
     try:
         record = run(spec, store, device=args.device, data_root=args.data_dir,
-                     wandb=WandbConfig(mode=mode, project=args.wandb_project, dir=wandb_dir),
+                     wandb=WandbConfig(mode=mode, project=args.wandb_project, dir=default_dir(store)),
                      on_epoch=lambda tr, m: print(
                          f"  epoch {m['epoch']:>3}/{spec.epochs}  loss {m['loss']:.4f}  "
                          f"train acc {100 * m['train_accuracy']:.2f}%  ({m['epoch_seconds']:.1f}s)",
