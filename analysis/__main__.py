@@ -1,7 +1,8 @@
 """``python -m analysis --store URI [--out URI]``: run the analysis job and print the tables.
 
 Exit status 0 on success, 2 on bad input (a missing or empty store, a bad option, runs of
-one study on different test samples), with a one-line message and no traceback.
+one study on different test samples, with different attribute values or class names), with
+a one-line message and no traceback.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    from analysis.job import print_tables, run
+    from analysis.job import Options, print_tables, run
 
     try:
-        result = run(args.store, args.out, level=args.level, normalisation=args.normalisation,
-                     wandb_mode=args.wandb_mode, wandb_project=args.wandb_project,
-                     fairness_backend=args.fairness_backend, figures=not args.no_figures,
-                     progress=sys.stderr.isatty() if args.progress is None else args.progress)
+        options = Options(level=args.level, normalisation=args.normalisation,
+                          wandb_mode=args.wandb_mode, wandb_project=args.wandb_project,
+                          fairness_backend=args.fairness_backend, figures=not args.no_figures,
+                          progress=sys.stderr.isatty() if args.progress is None
+                          else args.progress)
+        result = run(args.store, args.out, options)
     except (ValueError, FileNotFoundError) as e:
         print(f"analysis: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

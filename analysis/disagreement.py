@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from kdray.store import Store, sha256_bytes
+from kdray.store import PREDICTIONS, Store
 
 DISAGREEMENT_COLUMNS = ["teacher_pred", "student_pred", "mean_count", "n_seeds"]
 
@@ -71,9 +71,10 @@ def to_dense(df: pd.DataFrame, classes: np.ndarray) -> np.ndarray:
 
 
 def _aligned_pred(store: Store, run_id: str, sha: str) -> tuple[np.ndarray, np.ndarray]:
-    data = store.read_bytes(store.run_path(run_id, "predictions.parquet"))
-    if sha256_bytes(data) != sha:
-        raise ValueError(f"run {run_id}: predictions.parquet changed while the analysis ran")
+    try:
+        data = store.read_verified_predictions(run_id, sha)
+    except ValueError:
+        raise ValueError(f"run {run_id}: {PREDICTIONS} changed while the analysis ran") from None
     t = pq.read_table(io.BytesIO(data), columns=["sample_index", "pred"])
     idx, pred = t["sample_index"].to_numpy(), t["pred"].to_numpy()
     order = np.argsort(idx, kind="stable")

@@ -6,8 +6,10 @@ A distilled student (DS) run belongs to the experiment
 - NDS: the non-distilled student runs with the same dataset, study and ``arch``;
 - teacher: the teacher runs with the same dataset, study and ``arch == teacher_arch``.
 
-A *study* is the part of the spec that is neither the model nor the seed: the dataset
-options (``data``) and the training recipe (:data:`STUDY_FIELDS`). Two runs of the same
+A *study* is the part of the spec that is neither the model nor the seed: every field of
+:class:`kdray.spec.RunSpec` except ``arch``, ``teacher_arch``, ``seed``, ``role``,
+``temperature`` and ``alpha`` (:data:`STUDY_FIELDS`, derived from the dataclass, so a field
+added to RunSpec later is part of the study at once). Two runs of the same
 dataset and architecture trained with different options or recipes (a one-epoch smoke test
 beside the full run) are different studies and are never compared. When no architecture of
 a dataset was trained in two studies (the usual case, even where different pairs have their
@@ -17,23 +19,32 @@ extra is printed; otherwise the label names the fields that differ, e.g. ``epoch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any, Mapping
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-STUDY_FIELDS = ("data", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-                "lr_schedule", "lr_milestones", "lr_gamma", "warmup_epochs", "augmentation",
-                "pretrained")
+from kdray.spec import RunSpec
 
-RUN_COLUMNS = ["run_id", "dataset", "study", "role", "arch", "teacher_arch", "temperature",
-               "alpha", "seed"]
+# What names a model within a study; every other RunSpec field is the study.
+MODEL_FIELDS = ("arch", "teacher_arch", "seed", "role", "temperature", "alpha")
+STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in MODEL_FIELDS)
+
+
+def slug(*parts: object) -> str:
+    """A file-name-safe name from parts (``cifar100_resnet56-resnet20_a0.8``); empty parts
+    (the ``""`` study) are left out."""
+    text = "_".join(str(p) for p in parts if p not in ("", None))
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def study_key(spec: Mapping[str, Any]) -> str:
-    """Canonical JSON of the spec's dataset options and recipe (:data:`STUDY_FIELDS`)."""
+    """Canonical JSON of the spec's study fields (:data:`STUDY_FIELDS`; a field missing from an
+    older run.json counts as ``null``)."""
     return json.dumps({f: spec.get(f) for f in STUDY_FIELDS}, sort_keys=True,
                       separators=(",", ":"), default=str)
 
@@ -86,16 +97,6 @@ class Experiment:
         """What the teacher-vs-NDS comparison and a paper table share (T and alpha vary)."""
         return (self.dataset, self.study, self.teacher_arch, self.student_arch)
 
-    def key(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "study": self.study, "teacher_arch": self.teacher_arch,
-                "student_arch": self.student_arch, "temperature": self.temperature,
-                "alpha": self.alpha}
-
-    def title(self) -> str:
-        study = f" [{self.study}]" if self.study else ""
-        return (f"{self.dataset}{study} {self.teacher_arch}/{self.student_arch} "
-                f"T={self.temperature:g} alpha={self.alpha:g}")
-
 
 def _sorted_ids(sub: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sub.sort_values(["seed", "run_id"])["run_id"])
@@ -125,6 +126,35 @@ def experiments(runs: pd.DataFrame) -> list[Experiment]:
     return sorted(out, key=lambda e: (e.family, e.alpha, e.temperature))
 
 
+@dataclass(frozen=True)
+class PairTable:
+    """The experiments of one paper table (Tables 1, 5, 6, 7): one teacher/student pair of one
+    dataset and study at one alpha, in temperature order."""
+
+    dataset: str
+    study: str
+    teacher_arch: str
+    student_arch: str
+    alpha: float
+    experiments: tuple[Experiment, ...]
+
+    @property
+    def teacher(self) -> tuple[str, ...]:
+        return self.experiments[0].teacher
+
+    @property
+    def nds(self) -> tuple[str, ...]:
+        return self.experiments[0].nds
+
+
+def pair_tables(exps: list[Experiment]) -> list[PairTable]:
+    """The experiments grouped by pair and alpha (in the order of :func:`experiments`)."""
+    by_table: dict[tuple, list[Experiment]] = {}
+    for e in exps:
+        by_table.setdefault(e.family + (e.alpha,), []).append(e)
+    return [PairTable(*key, tuple(es)) for key, es in by_table.items()]
+
+
 def unreferenced(runs: pd.DataFrame, exps: list[Experiment]) -> pd.DataFrame:
     """Teacher and NDS runs that no experiment compares with (listed, never dropped silently)."""
     used = {r for e in exps for r in e.ds + e.nds + e.teacher}
@@ -152,6 +182,93 @@ def check_same_samples(runs: pd.DataFrame, fingerprints: Mapping[str, str]) -> N
             parts = sorted(by_fp.values(), key=len, reverse=True)
             desc = "; ".join(f"{len(p)} run(s) on test set #{i + 1}: {', '.join(p[:6])}"
                              + (" ..." if len(p) > 6 else "") for i, p in enumerate(parts))
-            name = dataset + (f" [{study}]" if study else "")
-            raise ValueError(f"runs of {name} were evaluated on different test samples "
-                             f"(sample_index/label differ); expected one test set: {desc}")
+            raise ValueError(f"runs of {_study_name(dataset, study)} were evaluated on "
+                             f"different test samples (sample_index/label differ); expected "
+                             f"one test set: {desc}")
+
+
+def check_same_attributes(runs: pd.DataFrame, fingerprints: Mapping[str, Mapping[str, str]],
+                          explain: Callable[[str, str, str], str] | None = None) -> None:
+    """Within a study, every run has the same sensitive attributes with the same values.
+
+    ``fingerprints[run_id][attribute]`` is the SHA-256 of the attribute's values in
+    sample_index order (computed on the workers); equal digests mean equal values, so every
+    run is compared with the study's first run by value. ``explain(a, b, attribute)`` may
+    describe a difference (e.g. which samples differ). Raises ``ValueError`` naming the two
+    runs and the attribute.
+    """
+    for (dataset, study), sub in runs.groupby(["dataset", "study"], sort=True):
+        ids = sorted(sub["run_id"])
+        first = fingerprints[ids[0]]
+        for rid in ids[1:]:
+            other = fingerprints[rid]
+            for attr in sorted(set(first) | set(other)):
+                if first.get(attr) != other.get(attr):
+                    why = explain(ids[0], rid, attr) if explain else ""
+                    raise ValueError(
+                        f"runs {ids[0]} and {rid} of {_study_name(dataset, study)} disagree on "
+                        f"the sensitive attribute {attr!r} of their test samples"
+                        + (f": {why}" if why else "") + "; the runs of one study must be "
+                        "evaluated on the same samples with the same attributes")
+
+
+def _study_name(dataset: str, study: str) -> str:
+    return dataset + (f" [{study}]" if study else "")
+
+
+@dataclass(frozen=True)
+class Names:
+    """What one study calls its classes and its attributes' values (from run.json).
+
+    ``classes[c]`` names class index ``c``; ``attributes[a][v]`` names value ``v`` of sensitive
+    attribute ``a``. Runs written before run.json recorded them have none: then a class is
+    ``"class c"`` and an attribute value its integer.
+    """
+
+    classes: tuple[str, ...] | None = None
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def class_name(self, c: int) -> str:
+        c = int(c)
+        return self.classes[c] if self.classes and 0 <= c < len(self.classes) else f"class {c}"
+
+    def value_name(self, attribute: str, v: int) -> str:
+        names, v = self.attributes.get(attribute), int(v)
+        return names[v] if names and 0 <= v < len(names) else str(v)
+
+
+def study_names(runs: pd.DataFrame, recorded: Mapping[str, tuple[Any, Any]]
+                ) -> dict[tuple[str, str], Names]:
+    """One :class:`Names` per (dataset, study) from the runs that recorded names.
+
+    ``recorded[run_id] = (class_names or None, attribute_values or None)``. Runs that did not
+    record names take the study's; two runs of one study that name things differently are an
+    error (their labels would not mean the same classes): ``ValueError`` naming both runs.
+    """
+    out = {}
+    for (dataset, study), sub in runs.groupby(["dataset", "study"], sort=True):
+        classes, attributes, source = None, {}, {}
+        for rid in sorted(sub["run_id"]):
+            cls, values = recorded[rid]
+            items = [("class_names", None, cls)] + [
+                ("attribute_values", a, v) for a, v in sorted((values or {}).items())]
+            for what, attr, names in items:
+                if names is None:
+                    continue
+                names = tuple(names)
+                have = classes if attr is None else attributes.get(attr)
+                if have is None:
+                    source[(what, attr)] = rid
+                    if attr is None:
+                        classes = names
+                    else:
+                        attributes[attr] = names
+                elif have != names:
+                    label = what + (f"[{attr!r}]" if attr else "")
+                    raise ValueError(
+                        f"runs {source[(what, attr)]} and {rid} of {_study_name(dataset, study)} "
+                        f"record different {label} in run.json ({list(have)[:5]} vs "
+                        f"{list(names)[:5]}); the runs of one study must label classes alike")
+        out[(dataset, study)] = Names(classes, attributes)
+    return out
+

@@ -2,21 +2,28 @@
 
 The driver lists ``{store}/runs/`` and reads every ``run.json`` (small). Each run with a
 run.json becomes one row of a Ray Data dataset; one task per run reads the file's bytes once,
-checks them against ``run.json``'s ``predictions_sha256`` (the same bytes it then parses, so a
+checked against ``run.json``'s ``predictions_sha256`` by the store's one checksum
+(:meth:`kdray.store.Store.read_verified_predictions`, on the same bytes it then parses, so a
 file replaced mid-job cannot slip through), and reduces the run's rows to what the statistics
-need (:func:`summarise_predictions`): per-class ``correct``/``total`` counts, a fingerprint of
-the test samples, and DPD/EOD per sensitive attribute. Only these small per-run summaries
-(O(classes) each) reach the driver; the rows never do.
+need (:func:`summarise_predictions`): per-class ``correct``/``total`` counts, fingerprints of
+the test samples and of each sensitive attribute's values, and DPD/EOD per attribute. Only
+these small per-run summaries (O(classes) each) reach the driver; the rows never do.
+
+From ``run.json`` the driver takes the spec, ``test_accuracy`` (recomputed from the counts
+only for a run.json without it) and, where the trial recorded them, ``class_names`` (one
+name per class index) and ``attribute_values`` (attribute -> the name of each integer value).
 
 A run is skipped, named and counted, never silently dropped, when it has no run.json (not
-finished), an unreadable run.json or spec, no predictions.parquet, a checksum mismatch, or an
-unreadable predictions.parquet (not Parquet, missing columns, nulls, duplicate samples).
+finished), an unreadable run.json (including a ``test_accuracy``, ``class_names`` or
+``attribute_values`` of the wrong type) or spec, no predictions.parquet, a checksum mismatch,
+or an unreadable predictions.parquet (not Parquet, missing columns, nulls, duplicate samples).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -110,6 +117,26 @@ def _spec_problem(spec: Any) -> str | None:
     return None
 
 
+def _record_problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with the optional fields of a run.json (``None``: nothing)."""
+    acc = rec.get("test_accuracy")
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float))
+                            or not (math.isfinite(acc) and 0.0 <= acc <= 1.0)):
+        return f"test_accuracy {acc!r} is not a number in [0, 1]"
+    names = rec.get("class_names")
+    if names is not None and not _strings(names):
+        return "class_names is not a list of strings"
+    values = rec.get("attribute_values")
+    if values is not None and not (isinstance(values, dict)
+                                   and all(_strings(v) for v in values.values())):
+        return "attribute_values is not a dict of lists of strings"
+    return None
+
+
+def _strings(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
 def read_run_records(store: Store, summary: ReadSummary) -> dict[str, dict[str, Any]]:
     """run_id -> run.json for every run folder with a usable run.json (the rest: skipped)."""
     run_ids = store.list_run_ids()
@@ -127,6 +154,9 @@ def read_run_records(store: Store, summary: ReadSummary) -> dict[str, dict[str, 
         problem = _spec_problem(rec.get("spec"))
         if problem:
             return rid, None, "invalid spec in run.json", problem
+        problem = _record_problem(rec)
+        if problem:
+            return rid, None, "unreadable run.json", problem
         return rid, rec, "", ""
 
     records = {}
@@ -143,8 +173,10 @@ def summarise_predictions(data: bytes, backend: str = "fairlearn") -> dict[str, 
     """Reduce one run's predictions.parquet bytes to its summary (runs on a Ray worker).
 
     Returns ``classes``, ``correct``, ``total`` (int64 per class of the test labels),
-    ``n_rows``, ``fingerprint`` (SHA-256 of the (sample_index, label) pairs in sample order)
-    and ``fairness`` (one dict per ``attr_*`` column). Raises ``ValueError`` on a malformed file.
+    ``n_rows``, ``fingerprint`` (SHA-256 of the (sample_index, label) pairs in sample order),
+    ``attribute_fingerprints`` (attribute -> SHA-256 of its int64 values in sample order: equal
+    digests mean equal values) and ``fairness`` (one dict per ``attr_*`` column). Raises
+    ``ValueError`` on a malformed file.
     """
     pf = pq.ParquetFile(io.BytesIO(data))
     names = pf.schema_arrow.names
@@ -165,10 +197,12 @@ def summarise_predictions(data: bytes, backend: str = "fairlearn") -> dict[str, 
     classes, inverse, total = np.unique(label, return_inverse=True, return_counts=True)
     correct = np.bincount(inverse[label == pred], minlength=len(classes))
     fp = sha256_bytes(idx[order].tobytes() + label[order].tobytes())
-    fairness = run_fairness(label, pred, {a[len(ATTR_PREFIX):]: t[a].to_numpy() for a in attrs},
-                            backend) if attrs else []
+    values = {a[len(ATTR_PREFIX):]: t[a].to_numpy().astype(np.int64) for a in attrs}
+    fairness = run_fairness(label, pred, values, backend) if attrs else []
     return {"classes": classes, "correct": correct.astype(np.int64),
             "total": total.astype(np.int64), "n_rows": len(label), "fingerprint": fp,
+            "attribute_fingerprints": {a: sha256_bytes(v[order].tobytes())
+                                       for a, v in sorted(values.items())},
             "fairness": fairness}
 
 
@@ -177,18 +211,18 @@ def _read_task(store: Store, backend: str, row: dict[str, Any]) -> dict[str, Any
     skip = lambda why, detail="": {"run_id": rid, "status": why, "detail": detail,  # noqa: E731
                                    "payload": b""}
     try:
-        data = store.read_bytes(store.run_path(rid, PREDICTIONS))
+        data = store.read_verified_predictions(rid, sha)
     except FileNotFoundError:
-        return skip("no predictions.parquet")
+        return skip(f"no {PREDICTIONS}")
     except OSError as e:
-        return skip("unreadable predictions.parquet", str(e)[:100])
-    if sha256_bytes(data) != sha:
-        return skip("checksum mismatch", "run.json's predictions_sha256 does not match the bytes "
-                    "of predictions.parquet")
+        return skip(f"unreadable {PREDICTIONS}", str(e)[:100])
+    except ValueError:
+        return skip("checksum mismatch", f"run.json's predictions_sha256 does not match the "
+                    f"bytes of {PREDICTIONS}")
     try:
         summary = summarise_predictions(data, backend)
     except Exception as e:  # noqa: BLE001 - any parse failure makes the run incomplete
-        return skip("unreadable predictions.parquet", f"{type(e).__name__}: {str(e)[:100]}")
+        return skip(f"unreadable {PREDICTIONS}", f"{type(e).__name__}: {str(e)[:100]}")
     return {"run_id": rid, "status": "ok", "detail": "", "payload": pickle.dumps(summary)}
 
 
@@ -197,8 +231,10 @@ def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
     """Every complete run: (runs table, per-run summaries, read summary).
 
     The runs table has one row per complete run: ``run_id, dataset, study_key, role, arch,
-    teacher_arch, temperature, alpha, seed, n_test, test_accuracy`` (a fraction) and
-    ``attributes`` (the sensitive attributes in its predictions), ``predictions_sha256``.
+    teacher_arch, temperature, alpha, seed, n_test, test_accuracy`` (a fraction, run.json's)
+    and ``attributes`` (the sensitive attributes in its predictions), ``predictions_sha256``.
+    Each per-run summary also carries run.json's ``class_names`` and ``attribute_values``
+    (``None`` when the run did not record them).
     """
     import ray.data
 
@@ -220,7 +256,12 @@ def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
                     summary.skip(row["run_id"], row["status"], row["detail"])
     rows = []
     for rid in sorted(per_run):
-        spec, s = records[rid]["spec"], per_run[rid]
+        rec, s = records[rid], per_run[rid]
+        spec, acc = rec["spec"], rec.get("test_accuracy")
+        s["class_names"] = rec.get("class_names")
+        s["attribute_values"] = rec.get("attribute_values")
+        if acc is None:  # a run.json from before test_accuracy was recorded
+            acc = s["correct"].sum() / s["n_rows"]
         ds_only = spec["role"] == "ds"
         rows.append({"run_id": rid, "dataset": spec["dataset"], "study_key": study_key(spec),
                      "role": spec["role"], "arch": spec["arch"],
@@ -228,7 +269,7 @@ def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
                      "temperature": float(spec["temperature"]) if ds_only else np.nan,
                      "alpha": float(spec["alpha"]) if ds_only else np.nan,
                      "seed": int(spec["seed"]), "n_test": s["n_rows"],
-                     "test_accuracy": (s["correct"].sum() / s["n_rows"]) if s["n_rows"] else np.nan,
+                     "test_accuracy": float(acc),
                      "attributes": ",".join(f["attribute"] for f in s["fairness"]),
                      "predictions_sha256": records[rid]["predictions_sha256"]})
         summary.n_rows += s["n_rows"]
@@ -238,4 +279,34 @@ def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
                                        "test_accuracy", "attributes", "predictions_sha256"])
     runs["teacher_arch"] = runs["teacher_arch"].astype(object)
     return runs, per_run, summary
+
+
+def attribute_difference(store: Store, a: tuple[str, str], b: tuple[str, str],
+                         attribute: str) -> str:
+    """How two runs' values of one sensitive attribute differ, compared by value.
+
+    ``a`` and ``b`` are ``(run_id, predictions_sha256)`` of two runs on the same test samples.
+    Reads their ``sample_index`` and ``attr_<attribute>`` columns (checksum-verified), aligns
+    them by sample_index and describes the differing samples (for the study check's error).
+    """
+    column = ATTR_PREFIX + attribute
+
+    def values(run_id: str, sha: str) -> tuple[np.ndarray, np.ndarray] | None:
+        pf = pq.ParquetFile(io.BytesIO(store.read_verified_predictions(run_id, sha)))
+        if column not in pf.schema_arrow.names:
+            return None
+        t = pf.read(columns=["sample_index", column])
+        idx = t["sample_index"].to_numpy()
+        order = np.argsort(idx, kind="stable")
+        return idx[order], t[column].to_numpy()[order]
+
+    va, vb = values(*a), values(*b)
+    if va is None or vb is None:
+        return f"run {a[0] if va is None else b[0]} has no column {column!r}"
+    differ = np.flatnonzero(va[1] != vb[1])
+    if not len(differ):
+        return "their values are equal"
+    i = differ[0]
+    return (f"{len(differ)} of {len(va[1])} test samples differ, e.g. sample_index "
+            f"{va[0][i]}: {va[1][i]} vs {vb[1][i]}")
 

@@ -66,6 +66,37 @@ def normalised_class_accuracy(correct: np.ndarray, total: np.ndarray,
     return np.where(np.isfinite(out), out, np.nan)
 
 
+MODEL_COLUMNS = ["dataset", "study", "role", "arch", "teacher_arch", "temperature", "alpha"]
+CLASS_ACCURACY_COLUMNS = MODEL_COLUMNS + ["class", "n_seeds", "acc_mean", "acc_std"]
+
+
+def class_accuracy_table(runs: pd.DataFrame, counts: Mapping[str, tuple]) -> pd.DataFrame:
+    """``class_accuracy.csv``: β^c = correct_c / total_c in %, mean and sample std (ddof=1;
+    NaN for one seed) over the seeds of each model (the data of the paper's Fig. 1).
+
+    One row per (dataset, study, role, arch, teacher_arch, temperature, alpha) and class;
+    ``counts[run_id] = (classes, correct, total)``. Every run of a study has the same classes.
+    """
+    frames = []
+    for key, sub in runs.groupby(MODEL_COLUMNS, dropna=False, sort=False):
+        ids = sub["run_id"].tolist()
+        classes = counts[ids[0]][0]
+        acc = 100.0 * np.stack([counts[r][1] / counts[r][2] for r in ids])  # [seeds, K]
+        frames.append(pd.DataFrame({
+            **{k: [v] * len(classes) for k, v in zip(MODEL_COLUMNS, key)},
+            "class": np.asarray(classes, dtype=np.int64), "n_seeds": len(ids),
+            "acc_mean": acc.mean(axis=0),
+            "acc_std": acc.std(axis=0, ddof=1) if len(ids) > 1 else np.nan}))
+    if not frames:
+        return pd.DataFrame(columns=CLASS_ACCURACY_COLUMNS)
+    out = pd.concat(frames, ignore_index=True)
+    order = out["role"].map({"teacher": 0, "nds": 1, "ds": 2})
+    out = out.assign(_r=order).sort_values(
+        ["dataset", "study", "_r", "arch", "teacher_arch", "alpha", "temperature", "class"],
+        na_position="first", kind="stable").drop(columns="_r").reset_index(drop=True)
+    return out[CLASS_ACCURACY_COLUMNS]
+
+
 def _zero_spread(x: np.ndarray) -> np.ndarray:
     scale = np.maximum(1.0, np.nanmax(np.abs(x), axis=0))
     return np.ptp(x, axis=0) <= ZERO_SPREAD * scale

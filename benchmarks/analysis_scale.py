@@ -4,9 +4,11 @@ Defaults: 1000 classes x 50,000 test samples x 140 runs = 7M prediction rows
 (5 seeds x (teacher + NDS + DS at 13 temperatures x 2 alphas)), the shape of the paper's
 ImageNet ResNet-50/ResNet-18 experiment (Tables 1, 6). Writes the store (real format, via
 tests/analysis_store.py conventions), runs ``analysis.run`` on a local Ray, and prints rows,
-seconds, rows/s, the driver's peak RSS (getrusage) and the peak RSS summed over the whole
-process tree (driver + raylet + Ray workers, sampled from /proc every 0.2 s; shared
-object-store pages are counted once per process that touched them, so it over-counts).
+seconds, rows/s, the CPU seconds the job used (driver, and the whole process tree: driver +
+raylet + Ray workers, from /proc; less sensitive than wall time to other work on a shared
+machine), the driver's peak RSS (getrusage) and the peak RSS summed over the process tree
+(sampled from /proc every 0.2 s; shared object-store pages are counted once per process that
+touched them, so it over-counts).
 
     python benchmarks/analysis_scale.py                          # full size
     python benchmarks/analysis_scale.py --classes 100 --samples 10000 --seeds 3
@@ -26,6 +28,7 @@ import time
 import numpy as np
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ADDRESS", "local")  # a fresh local Ray, never a cluster on the machine
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 from kdray.store import Store, predictions_table  # noqa: E402
@@ -66,8 +69,8 @@ def write_store(root: str, classes: int, samples: int, seeds: int, temperatures:
     return len(specs)
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Sum of VmRSS over root_pid and all its descendants (Linux /proc)."""
+def _tree(root_pid: int) -> list[int]:
+    """root_pid and all its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -77,10 +80,31 @@ def _tree_rss_bytes(root_pid: int) -> int:
                 children.setdefault(ppid, []).append(int(d))
             except (OSError, ValueError, IndexError):
                 pass
-    total, todo = 0, [root_pid]
+    out, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
+        out.append(pid)
+    return out
+
+
+def _tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU seconds of root_pid and its live descendants (/proc/<pid>/stat)."""
+    total = 0
+    for pid in _tree(root_pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Sum of VmRSS over root_pid and all its descendants (Linux /proc)."""
+    total = 0
+    for pid in _tree(root_pid):
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
@@ -132,9 +156,10 @@ def main() -> None:
     t = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     t_init = time.perf_counter() - t
-    t = time.perf_counter()
+    t, cpu, tree_cpu = time.perf_counter(), time.process_time(), _tree_cpu_seconds(os.getpid())
     result = analysis.run(root, wandb_mode="disabled", figures=args.figures)
     seconds = time.perf_counter() - t
+    cpu, tree_cpu = time.process_time() - cpu, _tree_cpu_seconds(os.getpid()) - tree_cpu
     mem.stop.set()
     mem.join()
     rows = result.summary.n_rows
@@ -144,6 +169,7 @@ def main() -> None:
           f"disagreement matrices: {len(result.disagreement)}")
     print(f"rows: {rows:,}  job seconds: {seconds:.1f} (plus ray.init {t_init:.1f})  "
           f"rows/s: {rows / seconds:,.0f}")
+    print(f"CPU seconds: driver {cpu:.1f}; process tree (driver + Ray) {tree_cpu:.1f}")
     print(f"peak RSS: driver {driver_peak:,.0f} MiB; process tree (driver + Ray) "
           f"{mem.peak / 2**20:,.0f} MiB; machine: {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}")

@@ -15,7 +15,8 @@ import sys
 import tempfile
 from typing import Sequence
 
-from kdray.grid import Experiment, expand, narrow
+from kdray.flags import check_flags
+from kdray.grid import Experiment, expand, narrow, parse_cohort_sizes
 from kdray.store import Store
 
 
@@ -42,13 +43,29 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
     p.add_argument("--wandb-project", default="kdray")
     p.add_argument("--wandb-entity", default=None)
     p.add_argument("--wandb-dir", help="where W&B writes (default: {store}/wandb for a local store, ./wandb otherwise)")
-    p.add_argument("--resources", nargs="+", default=[], metavar="ARCH=cpu:N,gpu:F",
-                   help="per-architecture Ray resources, e.g. resnet20=cpu:2,gpu:0.5")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
+    p.add_argument("--resources", nargs="+", default=[], metavar="ARCH=cpu:N,gpu:F[,KIND:F]",
+                   help="per-architecture Ray resources, custom ones included, e.g. "
+                        "resnet20=cpu:2,gpu:0.5 or resnet18=gpu:1,gpu_large:1 (the node kind; "
+                        "defaults in the model registry, kdray/models)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a trial that fails by its own error (from its checkpoint); "
+                        "a trial lost with its node (spot preemption) is retried without limit")
+    p.add_argument("--checkpoint-every-epochs", type=int, default=10, metavar="N",
+                   help="a trial's resume checkpoint every N epochs or M minutes, whichever "
+                        "comes first (metrics are reported every epoch; kdray/checkpoint.py)")
+    p.add_argument("--checkpoint-every-minutes", type=float, default=15.0, metavar="M",
+                   help="see --checkpoint-every-epochs")
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
+    p.add_argument("--cohort-size", nargs="+", default=[], metavar="N|FAMILY=N",
+                   help="most distilled students per cohort trial (they share one teacher "
+                        "forward), for every model family or one (cnn, vit, bert, imagenet); "
+                        "defaults in kdray/grid.py COHORT_MAX")
     p.add_argument("--data-dir", help="raw datasets on every node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis job at the end")
     p.add_argument("--level", type=float, default=0.05, help="significance level of the analysis")
+    p.add_argument("--progress-interval", type=float, metavar="SECONDS",
+                   help="when stdout is not a terminal, seconds between progress lines "
+                        "(default $KDRAY_PROGRESS_INTERVAL, else 30)")
     return p
 
 
@@ -67,12 +84,17 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
                description: str = "", default_store: str = "./results") -> int:
     """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
+    from kdray.checkpoint import Cadence
     from kdray.plan import format_plan, plan_json
     from kdray.sweep import parse_resources, run_sweep
     from kdray.tracking import WandbConfig, default_dir, resolve_mode
 
     args = parser(description, default_store).parse_args(argv)
     try:
+        check_flags(args)  # every flag, before any work (and before Ray starts)
+        resources = parse_resources(args.resources)
+        checkpoint = Cadence(args.checkpoint_every_epochs, args.checkpoint_every_minutes)
+        cohort_sizes = parse_cohort_sizes(args.cohort_size)
         exps = list(experiments)
         if args.smoke_test:
             tmp = tempfile.mkdtemp(prefix="kdray-smoke-")
@@ -83,25 +105,25 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
             args.datasets = None
         exps = narrow(exps, datasets=args.datasets, temperatures=args.temperatures,
                       alphas=args.alphas, seeds=args.seeds,
-                      recipe={"epochs": args.epochs} if args.epochs else None)
+                      recipe={"epochs": args.epochs} if args.epochs is not None else None)
         plan = expand(exps)
         store = Store(args.store)
-        resources = parse_resources(args.resources)
         if args.smoke_test:  # CPU only, one core per trial, whatever the architecture
             from kdray.models import MODELS
             resources = {a: {"cpu": 1, **resources.get(a, {})} for a in MODELS}
         mode = resolve_mode(args.wandb_mode)
-        if args.max_failures < 0:
-            raise ValueError(f"--max-failures: {args.max_failures} is not >= 0")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.progress_interval is not None:  # read by each stage's progress view
+        from kdray.progress import INTERVAL_ENV
+        os.environ[INTERVAL_ENV] = repr(args.progress_interval)
 
     if args.dry_run:
         status = store.statuses([s.run_id for s in plan.all])
-        print(format_plan(plan, status))
+        print(format_plan(plan, status, cohort_sizes))
         with open(args.plan, "w") as f:
-            json.dump(plan_json(plan, status), f, indent=1)
+            json.dump(plan_json(plan, status, cohort_sizes), f, indent=1)
         print(f"plan: {len(plan)} runs written to {args.plan}")
         return 0
 
@@ -112,10 +134,14 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     report = run_sweep(exps, store, wandb=wandb, resources=resources,
                        max_failures=args.max_failures, data_dir=data_dir,
                        use_gpu=False if args.smoke_test else None,
-                       max_concurrent=args.max_concurrent)
+                       max_concurrent=args.max_concurrent, cohort_sizes=cohort_sizes,
+                       checkpoint=checkpoint)
     print(report.format(), flush=True)
     if not args.no_analysis:
         import analysis
+        from kdray.progress import quiet_ray_hints
+
+        quiet_ray_hints()  # Ray Data's progress-bar hint
 
         cached = None if report.ran else analysis.unchanged_tables(store.uri, level=args.level)
         if cached is not None:

@@ -202,3 +202,57 @@ def narrow(experiments: Sequence[Experiment], *, datasets: Sequence[str] | None 
         else:
             out.append(exp.replace(**changes))
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# Cohorts: the DS runs of one teacher seed that train together
+# ----------------------------------------------------------------------------------------
+# Most students per cohort trial, by the student's model family, and at most "imagenet" on
+# ImageNet whatever the family. A cohort of n costs about (teacher share + n x student share)
+# of a lone run (plan.py). The paper has at most 13 DS runs per teacher seed (T = 1-10, 20,
+# 30, 40), so CIFAR-size CNNs and BERT fine-tuning (hours) take them all in one trial. On
+# ImageNet a lone DS run takes days (ResNet-50 -> ResNet-18 ~6 GPU-hours, ViT-B -> TinyViT
+# ~43 by the plan's estimates): 4 students keep a cohort within ~3x a lone run's duration
+# (~16 h and ~69 h), so it is checkpointed and preempted as a run of days, not weeks.
+COHORT_MAX: dict[str, int] = {"cnn": 13, "vit": 4, "bert": 13, "imagenet": 4}
+
+
+def cohort_cap(spec: RunSpec, caps: Mapping[str, int] | None = None) -> int:
+    """Most students a cohort of ``spec``'s runs takes (``caps`` overrides :data:`COHORT_MAX`)."""
+    caps = {**COHORT_MAX, **(caps or {})}
+    cap = caps[model_registry.MODELS[spec.arch].family]
+    return min(cap, caps["imagenet"]) if spec.dataset == "imagenet" else cap
+
+
+def cohorts(specs: Sequence[RunSpec], caps: Mapping[str, int] | None = None,
+            resume_from: Mapping[str, str] | None = None) -> list[list[RunSpec]]:
+    """Group runs into cohorts: same ``RunSpec.cohort_key`` (all but temperature and alpha),
+    at most :func:`cohort_cap` each, ordered by temperature then alpha. Runs that resume from
+    an earlier checkpoint (``resume_from``: run_id -> checkpoint) are grouped by it, so a
+    cohort resumes from one checkpoint or starts afresh. Teachers and NDS are cohorts of one."""
+    groups: dict[tuple[str, str | None], list[RunSpec]] = {}
+    for spec in specs:
+        key = spec.cohort_key if spec.role == "ds" else spec.run_id
+        groups.setdefault((key, (resume_from or {}).get(spec.run_id)), []).append(spec)
+    out = []
+    for members in groups.values():
+        members = sorted(members, key=lambda s: (s.temperature or 0.0, s.alpha or 0.0))
+        cap = cohort_cap(members[0], caps)
+        out += [members[i:i + cap] for i in range(0, len(members), cap)]
+    return out
+
+
+def parse_cohort_sizes(items: Sequence[str]) -> dict[str, int]:
+    """``["4"]`` -> every family at most 4; ``["vit=2", "cnn=8"]`` -> those families."""
+    out: dict[str, int] = {}
+    for item in items:
+        key, _, value = item.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1 or (key and key not in COHORT_MAX):
+            raise ValueError(f"--cohort-size: {item!r} is not N or FAMILY=N with N >= 1 and "
+                             f"FAMILY one of {sorted(COHORT_MAX)}")
+        out.update({key: n} if key else dict.fromkeys(COHORT_MAX, n))
+    return out

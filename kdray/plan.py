@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
-from kdray.grid import Plan
+from kdray.grid import Plan, cohorts
 from kdray.spec import RunSpec
 from kdray.store import RunStatus
 
@@ -73,55 +73,101 @@ def images_per_second(spec: RunSpec) -> float:
     ``1 / (1/s + 1/(3 t))``. Check against PERFORMANCE.md: ResNet-20 from ResNet-56 gives
     7,544 (measured 8,679); ResNet-18 from ResNet-50 at 224 px gives 6,819 (measured 6,165).
     """
+    return 1.0 / sum(_seconds_per_image(spec))
+
+
+def _rate(spec: RunSpec, arch: str) -> float:
+    """Training images/s of ``arch`` at ``spec``'s input size (table entry, scaled)."""
     size = spec.data.get("image_size") or NATIVE_SIZE.get(spec.dataset, 224)
+    t = THROUGHPUT.get(arch, Throughput(5_000.0, 0, "default"))
+    if not t.size:
+        return t.images_per_second
+    effective = size * 4 if arch in SMALL_STEM and size <= 64 else size
+    return t.images_per_second * (t.size / effective) ** 2
 
-    def rate(arch: str) -> float:
-        t = THROUGHPUT.get(arch, Throughput(5_000.0, 0, "default"))
-        if not t.size:
-            return t.images_per_second
-        effective = size * 4 if arch in SMALL_STEM and size <= 64 else size
-        return t.images_per_second * (t.size / effective) ** 2
 
-    s = rate(spec.arch)
+def _seconds_per_image(spec: RunSpec) -> tuple[float, float]:
+    """(student's training step, teacher's eval forward) seconds per image of ``spec``."""
+    student = 1.0 / _rate(spec, spec.arch)
     if spec.role != "ds":
-        return s
-    return 1.0 / (1.0 / s + 1.0 / (3.0 * rate(spec.teacher_arch)))
+        return student, 0.0
+    return student, 1.0 / (3.0 * _rate(spec, spec.teacher_arch))
 
 
 def gpu_hours(spec: RunSpec) -> float:
-    return spec.epochs * n_train(spec) / images_per_second(spec) / 3600.0
+    """GPU-hours of ``spec`` trained alone (a trial of its own)."""
+    return spec.epochs * n_train(spec) * sum(_seconds_per_image(spec)) / 3600.0
+
+
+def cohort_gpu_hours(cohort: list[RunSpec]) -> float:
+    """GPU-hours of a cohort trial: every student's step, the teacher's forward once."""
+    student, teacher = _seconds_per_image(cohort[0])
+    return cohort[0].epochs * n_train(cohort[0]) * (len(cohort) * student + teacher) / 3600.0
 
 
 def stage_of(spec: RunSpec) -> int:
     return 2 if spec.role == "ds" else 1
 
 
-def plan_json(plan: Plan, status: dict[str, RunStatus]) -> list[dict[str, Any]]:
-    """One entry per run: run_id, status (complete|pending), experiment, stage, spec fields."""
+def pending_cohorts(plan: Plan, status: dict[str, RunStatus],
+                    caps: Mapping[str, int] | None = None) -> dict[str, tuple[int, list[RunSpec]]]:
+    """run_id -> (trial number, its cohort) for every pending run, as the sweep groups them."""
+    pending = [s for s in plan.all if not status[s.run_id].complete]
+    out = {}
+    for number, cohort in enumerate(cohorts(pending, caps)):
+        for s in cohort:
+            out[s.run_id] = (number, cohort)
+    return out
+
+
+def plan_json(plan: Plan, status: dict[str, RunStatus],
+              caps: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """One entry per run: run_id, status (complete|pending), experiment, stage, its cohort
+    (trial number and size; null when complete), GPU-hours alone, and the spec's fields."""
+    trials = pending_cohorts(plan, status, caps)
     return [{"run_id": s.run_id, "status": "complete" if status[s.run_id].complete else "pending",
              "experiment": plan.experiment[s.run_id], "stage": stage_of(s),
+             "cohort": trials[s.run_id][0] if s.run_id in trials else None,
+             "cohort_size": len(trials[s.run_id][1]) if s.run_id in trials else None,
              "gpu_hours": round(gpu_hours(s), 4), **s.to_dict()} for s in plan.all]
 
 
-def format_plan(plan: Plan, status: dict[str, RunStatus]) -> str:
-    """The dry-run table: per experiment and stage, runs, complete, to run, GPU-hours."""
-    rows: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
+def format_plan(plan: Plan, status: dict[str, RunStatus],
+                caps: Mapping[str, int] | None = None) -> str:
+    """The dry-run table: per experiment and stage, runs, complete, to run, trials (cohorts),
+    and GPU-hours as cohorts run them beside one run per trial."""
+    trials = pending_cohorts(plan, status, caps)
+    rows: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0, 0.0])
+    counted: set[int] = set()
     for s in plan.all:
         row = rows[(plan.experiment[s.run_id], stage_of(s))]
         row[0] += 1
         if status[s.run_id].complete:
             row[1] += 1
-        else:
-            row[2] += 1
-            row[3] += gpu_hours(s)
+            continue
+        row[2] += 1
+        row[5] += gpu_hours(s)
+        number, cohort = trials[s.run_id]
+        if number not in counted:  # a cohort counts once, in the experiment of its first run
+            counted.add(number)
+            row[3] += 1
+            row[4] += cohort_gpu_hours(cohort)
     width = max([len(e) for e, _ in rows] + [10])
-    lines = [f"{'experiment':<{width}}  stage   runs  complete  to run  GPU-hours (est.)"]
-    total = [0, 0, 0, 0.0]
-    for (exp, stage), (n, done, todo, hours) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        lines.append(f"{exp:<{width}}  {stage:>5}  {n:>5}  {done:>8}  {todo:>6}  {hours:>10.1f}")
-        total = [total[0] + n, total[1] + done, total[2] + todo, total[3] + hours]
-    lines.append(f"{'total':<{width}}  {'':>5}  {total[0]:>5}  {total[1]:>8}  {total[2]:>6}  "
-                 f"{total[3]:>10.1f}")
+    lines = [f"{'experiment':<{width}}  stage   runs  complete  to run  trials  "
+             f"GPU-hours (est.)  one run per trial"]
+    total = [0, 0, 0, 0, 0.0, 0.0]
+    for (exp, stage), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        n, done, todo, ntrials, hours, alone = row
+        lines.append(f"{exp:<{width}}  {stage:>5}  {n:>5}  {done:>8}  {todo:>6}  {ntrials:>6}  "
+                     f"{hours:>16.1f}  {alone:>17.1f}")
+        total = [a + b for a, b in zip(total, row)]
+    n, done, todo, ntrials, hours, alone = total
+    lines.append(f"{'total':<{width}}  {'':>5}  {n:>5}  {done:>8}  {todo:>6}  {ntrials:>6}  "
+                 f"{hours:>16.1f}  {alone:>17.1f}")
+    saved = 100.0 * (1.0 - hours / alone) if alone else 0.0
+    lines.append(f"cohorts: {todo} runs in {ntrials} trials; the teacher's forward is charged once "
+                 f"per cohort: {hours:.1f} GPU-hours against {alone:.1f} one run per trial "
+                 f"({saved:.0f}% saved)")
     lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/plan.py "
                  "(measured on an H100, or FLOP-scaled estimates)")
     return "\n".join(lines)

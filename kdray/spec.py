@@ -12,6 +12,11 @@ spec, and therefore its ``run_id``, says exactly how the run was trained::
 JSON (sorted keys, no spaces) of every field, e.g. ``cifar100-resnet20-ds-T4-a0.8-s0-1f3a9c2e``.
 Teachers and non-distilled students (NDS) have no temperature or alpha, so their run_id
 never depends on them: extending a sweep to new temperatures reuses them.
+
+Fields added to RunSpec after runs were stored (:data:`ADDED_FIELDS`) are left out of the
+spec's dict, and so of its canonical JSON and run_id, while they hold their default: every
+run stored before a field existed keeps its run_id, and a spec that sets the field gets a
+new one.
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
 }
 PAPER_EPOCHS = 100
 
+# Fields added after runs were stored, with their defaults. ``to_dict`` (the canonical JSON,
+# the run_id, the cohort key, run.json's "spec") omits such a field while it holds its
+# default, so the identity of every spec that does not use it is what it was before the
+# field existed. A new field goes here with its default, at the end of the dataclass.
+ADDED_FIELDS: dict[str, Any] = {
+    "deterministic": False,  # deterministic CUDA algorithms (kdray.gpu.set_determinism)
+    "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.train)
+}
+
 
 def _canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -71,6 +85,14 @@ class RunSpec:
     lr_gamma, warmup_epochs, augmentation, pretrained : the recipe; ``None`` means the
         paper's recipe for this dataset and architecture. When ``epochs`` is set and
         ``lr_milestones`` is not, the paper's milestones (30/60/90 of 100) scale with it.
+    deterministic : on a GPU, deterministic algorithms only (cuDNN deterministic,
+        ``torch.use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``); CPU runs are
+        deterministic either way. Part of the run's identity only when True.
+    micro_batch_size : accumulate each batch's gradient over micro-batches of this many
+        samples (a big model on a small GPU); ``None``: the whole batch at once. Equal
+        gradients up to float rounding for models without batch statistics (LayerNorm:
+        ViT, BERT); with BatchNorm each micro-batch has its own statistics, a different
+        training (``kdray.train.backward_in_micro_batches``). Part of the identity only when set.
     """
 
     dataset: str
@@ -93,6 +115,9 @@ class RunSpec:
     warmup_epochs: float | None = None
     augmentation: str | None = None
     pretrained: bool = False
+    # fields added later (ADDED_FIELDS): out of the identity while at their default
+    deterministic: bool = False
+    micro_batch_size: int | None = None
 
     # -- construction ------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -194,13 +219,21 @@ class RunSpec:
         if list(ms) != sorted(set(ms)):
             raise ValueError(f"lr_milestones: {ms!r} is not strictly increasing")
         set_("lr_milestones", ms)
-        if not isinstance(self.pretrained, bool):
-            raise ValueError(f"pretrained: {self.pretrained!r} is not a bool")
+        for key in ("pretrained", "deterministic"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}: {getattr(self, key)!r} is not a bool")
+        if self.micro_batch_size is not None:
+            _check_int("micro_batch_size", self.micro_batch_size, minimum=1)
+            if self.micro_batch_size > self.batch_size:
+                raise ValueError(f"micro_batch_size: {self.micro_batch_size} is not <= "
+                                 f"batch_size {self.batch_size}")
 
     # -- identity ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every field (``from_dict`` inverts it)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Plain JSON-able dict of every field, but the :data:`ADDED_FIELDS` that hold their
+        default (``from_dict`` inverts it)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if not _at_added_default(f.name, getattr(self, f.name))}
         d["data"] = dict(self.data)
         d["lr_milestones"] = list(self.lr_milestones)
         return d
@@ -228,6 +261,18 @@ class RunSpec:
         parts += [f"s{self.seed}", digest]
         return "-".join(parts)
 
+    @property
+    def cohort_key(self) -> str:
+        """What the runs of one cohort share: every field but temperature and alpha.
+
+        DS runs with equal keys distil from the same teacher run, draw the same batches and
+        augmentation and start from the same weights, so they train in lockstep sharing
+        one teacher forward per batch (``kdray.train.Trainer``).
+        """
+        d = self.to_dict()
+        d.pop("temperature"), d.pop("alpha")
+        return _canonical_json(d)
+
     def teacher_spec(self) -> "RunSpec":
         """The teacher a DS run distils from: same dataset, options, recipe and seed."""
         if self.role != "ds":
@@ -237,6 +282,14 @@ class RunSpec:
 
     def replace(self, **changes: Any) -> "RunSpec":
         return dataclasses.replace(self, **changes)
+
+
+def _at_added_default(name: str, value: Any) -> bool:
+    """Is ``name`` a field added later that holds its default (left out of the identity)?"""
+    if name not in ADDED_FIELDS:
+        return False
+    default = ADDED_FIELDS[name]
+    return value is default or (type(value) is type(default) and value == default)
 
 
 class _FrozenDict(dict):

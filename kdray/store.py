@@ -169,6 +169,23 @@ class Store:
     def read_predictions(self, run_id: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(self.run_path(run_id, PREDICTIONS))))
 
+    def read_verified_predictions(self, run_id: str, predictions_sha256: str | None) -> bytes:
+        """The bytes of the run's predictions.parquet, checked against run.json's checksum.
+
+        The one implementation of the predictions checksum (every reader uses it): the run is
+        complete only when ``sha256(bytes) == predictions_sha256``. Checking the bytes that
+        are then parsed means a file replaced in between cannot slip through.
+
+        Raises
+        ------
+        FileNotFoundError : there is no predictions.parquet.
+        ValueError : its SHA-256 is not ``predictions_sha256``.
+        """
+        data = self.read_bytes(self.run_path(run_id, PREDICTIONS))
+        if sha256_bytes(data) != predictions_sha256:
+            raise ValueError(f"predictions_sha256 does not match {PREDICTIONS}")
+        return data
+
     def write_model(self, run_id: str, state_dict: Mapping[str, Any],
                     metadata: Mapping[str, str] | None = None) -> str:
         from safetensors.torch import save
@@ -178,10 +195,18 @@ class Store:
         self.write_bytes(self.run_path(run_id, MODEL), data)
         return sha256_bytes(data)
 
-    def read_model(self, run_id: str) -> dict[str, Any]:
+    def read_model(self, run_id: str, verify: bool = False) -> dict[str, Any]:
+        """The run's weights; with ``verify``, checked against run.json's ``model_sha256``
+        (``ValueError`` on a mismatch; runs written before that field are not checked)."""
         from safetensors.torch import load
 
-        return load(self.read_bytes(self.run_path(run_id, MODEL)))
+        data = self.read_bytes(self.run_path(run_id, MODEL))
+        if verify:
+            expected = (self.read_run_json(run_id) or {}).get("model_sha256")
+            if expected is not None and sha256_bytes(data) != expected:
+                raise ValueError(f"{run_id}: model.safetensors does not match the model_sha256 "
+                                 f"of its run.json; the run is incomplete and must be trained again")
+        return load(data)
 
     def write_run_json(self, run_id: str, record: Mapping[str, Any]) -> None:
         """Write run.json, the commit marker: call it after predictions and model are written."""
@@ -195,7 +220,9 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def status(self, run_id: str) -> RunStatus:
+    def status(self, run_id: str, verify_model: bool = False) -> RunStatus:
+        """Complete or not, and why. ``verify_model`` also checks model.safetensors against
+        run.json's ``model_sha256`` (for teachers, whose weights DS runs read)."""
         try:
             record = self.read_json(self.run_path(run_id, RUN_JSON))
         except FileNotFoundError:
@@ -203,25 +230,34 @@ class Store:
         except (ValueError, OSError) as e:
             return RunStatus(run_id, False, f"unreadable run.json ({e})")
         try:
-            data = self.read_bytes(self.run_path(run_id, PREDICTIONS))
+            self.read_verified_predictions(run_id, record.get("predictions_sha256"))
         except FileNotFoundError:
-            return RunStatus(run_id, False, "no predictions.parquet")
-        if sha256_bytes(data) != record.get("predictions_sha256"):
-            return RunStatus(run_id, False, "predictions_sha256 does not match predictions.parquet")
+            return RunStatus(run_id, False, f"no {PREDICTIONS}")
+        except ValueError as e:
+            return RunStatus(run_id, False, str(e))
+        if verify_model and record.get("model_sha256") is not None:
+            try:
+                model = self.read_bytes(self.run_path(run_id, MODEL))
+            except FileNotFoundError:
+                return RunStatus(run_id, False, "no model.safetensors")
+            if sha256_bytes(model) != record["model_sha256"]:
+                return RunStatus(run_id, False, "model_sha256 does not match model.safetensors")
         return RunStatus(run_id, True, predictions_sha256=record["predictions_sha256"])
 
     def is_complete(self, run_id: str) -> bool:
         return self.status(run_id).complete
 
-    def statuses(self, run_ids: Iterable[str], max_workers: int = 16) -> dict[str, RunStatus]:
-        """Status of many runs; existence is listed once, checksums are verified in parallel."""
-        run_ids = list(run_ids)
+    def statuses(self, run_ids: Iterable[str], max_workers: int = 16,
+                 verify_model: Iterable[str] = ()) -> dict[str, RunStatus]:
+        """Status of many runs; existence is listed once, checksums are verified in parallel
+        (the weights too for the runs in ``verify_model``)."""
+        run_ids, verify = list(run_ids), set(verify_model)
         present = set(self.list_run_ids())
         todo = [r for r in run_ids if r in present]
         out = {r: RunStatus(r, False, "missing") for r in run_ids if r not in present}
         if todo:
             with ThreadPoolExecutor(max_workers=min(max_workers, len(todo))) as pool:
-                out.update(zip(todo, pool.map(self.status, todo)))
+                out.update(zip(todo, pool.map(lambda r: self.status(r, r in verify), todo)))
         return {r: out[r] for r in run_ids}
 
     def list_run_ids(self) -> list[str]:

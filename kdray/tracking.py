@@ -120,14 +120,17 @@ def epoch_log(metrics: Mapping[str, float]) -> dict[str, float]:
 
 
 def final_log(test_accuracy: float, per_class: Sequence[float | None],
-              n_per_class: Sequence[int] | None = None) -> dict[str, Any]:
-    """What a trial logs at the end: test accuracy and the per-class accuracy as a wandb.Table."""
+              n_per_class: Sequence[int] | None = None,
+              class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """What a trial logs at the end: test accuracy and the per-class accuracy as a wandb.Table
+    (columns: label index, the dataset's class name, accuracy, test samples)."""
     import wandb
 
     n_per_class = list(n_per_class) if n_per_class is not None else [None] * len(per_class)
-    table = wandb.Table(columns=["class", "accuracy", "n_test"],
-                        data=[[c, a, None if n is None else int(n)]
-                              for c, (a, n) in enumerate(zip(per_class, n_per_class))])
+    names = list(class_names) if class_names is not None else [str(c) for c in range(len(per_class))]
+    table = wandb.Table(columns=["class", "name", "accuracy", "n_test"],
+                        data=[[c, name, a, None if n is None else int(n)]
+                              for c, (name, a, n) in enumerate(zip(names, per_class, n_per_class))])
     return {"test/accuracy": test_accuracy, "test/per_class_accuracy": table}
 
 
@@ -149,9 +152,9 @@ class Tracker:
             self.run.log(epoch_log(metrics), step=int(metrics["epoch"]))
 
     def log_final(self, test_accuracy: float, per_class: Sequence[float | None],
-                  n_per_class: Sequence[int]) -> None:
+                  n_per_class: Sequence[int], class_names: Sequence[str] | None = None) -> None:
         if self.run is not None:
-            self.run.log(final_log(test_accuracy, per_class, n_per_class))
+            self.run.log(final_log(test_accuracy, per_class, n_per_class, class_names))
             self.run.summary["test_accuracy"] = test_accuracy
 
     def finish(self, exit_code: int = 0) -> None:
@@ -160,31 +163,104 @@ class Tracker:
             self.run = None
 
 
+class WandbRuns:
+    """Many W&B runs in one process (``wandb.init(reinit="create_new")``): the Ray actor
+    behind :func:`tune_callback`, one per sweep stage, on the driver's node."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        os.environ.update(env)
+        self.runs: dict[str, Any] = {}
+
+    def start(self, run_id: str, kwargs: dict[str, Any]) -> None:
+        import wandb
+
+        if run_id not in self.runs:  # a retried trial keeps its students' runs
+            self.runs[run_id] = wandb.init(**kwargs, reinit="create_new")
+
+    def log_epoch(self, run_id: str, metrics: dict[str, float]) -> None:
+        if run_id in self.runs:
+            self.runs[run_id].log(epoch_log(metrics), step=int(metrics["epoch"]))
+
+    def log_final(self, run_id: str, metrics: dict[str, Any]) -> None:
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.log(final_log(metrics["test_accuracy"], metrics["per_class_accuracy"],
+                              metrics.get("per_class_n"), metrics.get("class_names")))
+            run.summary["test_accuracy"] = metrics["test_accuracy"]
+
+    def finish(self, run_id: str, exit_code: int = 0) -> None:
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            run.finish(exit_code=exit_code)
+
+    def finish_all(self, exit_code: int = 1) -> int:
+        for run_id in list(self.runs):
+            self.finish(run_id, exit_code)
+        return 0
+
+
 def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
-    """Ray Tune callback: one W&B run per trial, logged from the driver (Ray's
-    ``WandbLoggerCallback``), so only the head node needs network access and an API key."""
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    """Ray Tune callback: one W&B run per *run* (every student of a cohort trial has its own),
+    named by run_id, grouped by dataset and pair, job_type = role.
 
-    class KdrayWandbCallback(WandbLoggerCallback):
-        def log_trial_start(self, trial) -> None:
-            spec = RunSpec.from_dict(trial.config["spec"])
-            kwargs = init_kwargs(spec, config, groups.get(spec.run_id))
-            self._start_logging_actor(trial, ["config", "done"], allow_val_change=True, **kwargs)
+    The runs live in one logging actor pinned to the driver's node (so only the head needs
+    network access and an API key), whatever the number of trials and students: the head
+    runs one W&B process, not one per trial. Calls to it never block the driver.
+    """
+    import ray
+    from ray import tune
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-            if "loss" in result:
-                log = epoch_log(result)
-            elif "test_accuracy" in result:
-                log = final_log(result["test_accuracy"], result["per_class_accuracy"],
-                                result.get("per_class_n"))
-            else:
-                return
-            super().log_trial_result(iteration, trial,
-                                     {**log, "training_iteration": result["training_iteration"]})
+    class KdrayWandbCallback(tune.Callback):
+        def __init__(self) -> None:
+            self.actor = None
+            self.finished: set[str] = set()
+
+        def setup(self, **info: Any) -> None:
+            # the key is read here, in the driver, never kept on this object: Tune pickles
+            # its callbacks into the experiment state (tuner.pkl in the store)
+            key = os.environ.get("WANDB_API_KEY")
+            env = {**config.env(), **({"WANDB_API_KEY": key} if key else {})}
+            node = ray.get_runtime_context().get_node_id()
+            self.actor = ray.remote(WandbRuns).options(
+                num_cpus=0, max_restarts=-1, max_task_retries=-1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                runtime_env={"env_vars": env}).remote(config.env())
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            for d in trial.config["specs"]:
+                spec = RunSpec.from_dict(d)
+                if spec.run_id not in self.finished:
+                    self.actor.start.remote(spec.run_id,
+                                            init_kwargs(spec, config, groups.get(spec.run_id)))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            for run_id, metrics in (result.get("students") or {}).items():
+                self.actor.log_epoch.remote(run_id, metrics)
+            for run_id, metrics in (result.get("final") or {}).items():
+                self.actor.log_final.remote(run_id, metrics)
+                self._finish(run_id, 0)
+            for run_id in result.get("failed") or {}:
+                self._finish(run_id, 1)
+
+        def _finish(self, run_id: str, exit_code: int) -> None:
+            if run_id not in self.finished:
+                self.finished.add(run_id)
+                self.actor.finish.remote(run_id, exit_code)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            for d in trial.config["specs"]:
+                self._finish(RunSpec.from_dict(d).run_id, 1)
+
+        def on_experiment_end(self, trials, **info) -> None:
+            if self.actor is not None:
+                ray.get(self.actor.finish_all.remote(), timeout=300)  # flush, then close
+                ray.kill(self.actor)
+                self.actor = None
 
     if config.dir:
         os.makedirs(config.dir, exist_ok=True)
-    return KdrayWandbCallback(project=config.project, log_config=False)
+    return KdrayWandbCallback()
 
 
 def wandb_id(run_id: str) -> str:

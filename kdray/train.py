@@ -1,151 +1,157 @@
 """The training loop: one function of a RunSpec, runnable without Ray.
 
-Teachers and non-distilled students (NDS) minimise cross-entropy. Distilled students (DS)
-minimise the paper's eq. (6) with Hinton et al.'s KD term::
-
-    L = alpha * T^2 * KL( softmax(t / T) || softmax(s / T) ) + (1 - alpha) * CE(s, y)
-
-where ``s`` and ``t`` are the student's and the (eval-mode, frozen) teacher's logits on the
-same augmented batch. The T^2 factor keeps the soft term's gradient scale comparable across
-temperatures (its gradient w.r.t. ``s`` shrinks as 1/T^2).
-
-Recipe (all from the spec): SGD with momentum or AdamW; the learning rate follows a
-per-step schedule (``multistep``: x ``lr_gamma`` at each milestone epoch; ``cosine``;
-``linear``), after a linear warm-up of ``warmup_epochs``.
+What a step computes (the KD loss of paper eq. 6, the device augmentation, the schedule,
+the optimiser, micro-batch accumulation) is in ``kdray.step``; this module is the loop.
 
 Data: in-memory datasets (``TensorData``) live on the device as uint8 and are augmented
-there, batched: each sample of each epoch draws a *view id* in [0, 162): a crop offset of the
-4-pixel zero-padded image (9 x 9 offsets) and a horizontal flip, so the 162 possible views of
-a 32 px image are enumerable (a cache of teacher logits could be indexed by (sample, view)).
+there, batched, by view ids drawn per sample and epoch (``kdray.step.augment_views``).
 Large datasets stream through a DataLoader with workers that augment on the CPU.
-Training batches have a static shape (the last partial batch is dropped) and the step has
-no host synchronisation: losses and accuracies accumulate on the device and are read once
-per epoch, so the step could later be captured whole in a CUDA graph.
+Training batches have a static shape (the last partial batch is dropped). In memory, each
+batch is gathered on the device into preallocated buffers and the step has no allocation
+and no host synchronisation: losses and accuracies accumulate on the device and are read
+once per epoch. On CUDA that whole step (teacher forward, every student's forward, backward
+and update) is captured in one CUDA graph and replayed per batch (``kdray.graph``); on the
+CPU the same step runs eagerly.
+
+Precision: training runs under bf16 autocast on CUDA; evaluation runs in fp32 everywhere
+(no autocast, no TF32), so a prediction never depends on bf16 rounding of the logits.
+
+Big models: ``RunSpec.micro_batch_size`` accumulates each batch's gradient over
+micro-batches (``kdray.step.backward_in_micro_batches``); on CUDA, a model without batch
+statistics that runs out of memory halves its micro-batch and retries the step.
+
+Cohorts: the DS runs of one teacher seed that differ only in temperature and alpha train
+together (:class:`Trainer` takes a list of specs): one data draw and one teacher forward per
+batch, then each student's own loss and update. A lone run is a cohort of one.
 
 Determinism and resume: the data order and the augmentation of epoch e come from a
 generator seeded by (seed, e), and :meth:`Trainer.state_dict` holds the model, optimiser,
-schedule, epoch and global RNG states; a run restored from it at an epoch boundary ends with
-exactly the predictions of an uninterrupted run on the CPU.
+schedule and RNG state of every student, and the epoch; a run restored from it at an epoch
+boundary ends with exactly the predictions of an uninterrupted run on the CPU. On a GPU,
+without ``RunSpec.deterministic``, results equal a CPU-style rerun only to float tolerance
+(cuDNN autotuning and atomics pick different summation orders).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
-from typing import Any, Callable
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kdray import gpu
 from kdray.data import DatasetSplits, TensorData
+from kdray.graph import StaticBatch, StepGraph
 from kdray.models import build_model
 from kdray.spec import RunSpec
-
-PAD = 4  # crop padding of the in-memory augmentation
-N_VIEWS = (2 * PAD + 1) ** 2 * 2  # 9 x 9 crop offsets x 2 flips = 162
-
-
-# ----------------------------------------------------------------------------------------
-# Loss
-# ----------------------------------------------------------------------------------------
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """Paper eq. (6): ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
-
-    KL is summed over classes and averaged over the batch. Computed in float32.
-    """
-    s, t = student.float(), teacher.float()
-    kl = F.kl_div(F.log_softmax(s / temperature, dim=-1), F.log_softmax(t / temperature, dim=-1),
-                  reduction="batchmean", log_target=True)
-    return alpha * temperature ** 2 * kl + (1.0 - alpha) * F.cross_entropy(s, labels)
+from kdray.step import (N_VIEWS, PAD, augment_views, backward_in_micro_batches,  # noqa: F401
+                        build_optimizer, float_lrs, kd_loss, lr_factor, with_own_flags)
 
 
 # ----------------------------------------------------------------------------------------
-# Augmentation on the device
+# The trainer: a cohort of runs in lockstep
 # ----------------------------------------------------------------------------------------
-def augment_views(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    """Apply view ids to a uint8 batch ``x`` [B, C, H, W]: random crop (padding 4) + flip.
+@dataclass
+class Student:
+    """One run of a cohort: its model, optimiser, schedule, RNG state and epoch tallies."""
 
-    View v: crop offset ``(v // 2) // 9`` rows and ``(v // 2) % 9`` columns into the
-    zero-padded image, flipped horizontally when ``v % 2 == 1``. All on ``x``'s device.
-    """
-    b, _, h, w = x.shape
-    xp = F.pad(x, (PAD, PAD, PAD, PAD))
-    crop, flip = views // 2, (views % 2).bool()
-    dy, dx = crop // (2 * PAD + 1), crop % (2 * PAD + 1)
-    rows = dy[:, None] + torch.arange(h, device=x.device)
-    cols = dx[:, None] + torch.arange(w, device=x.device)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    out = xp[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2)  # advanced indexing put channels last
+    spec: RunSpec
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rng_cpu: torch.Tensor  # the global CPU RNG state this student's forward passes draw from
+    rng_cuda: torch.Tensor | None
+    lr: torch.Tensor | None = None  # the device lr the schedule writes (graph-ready optimiser)
+    failed: str | None = None  # why it stopped (a non-finite loss), or None
+    tally: dict[str, torch.Tensor] = field(default_factory=dict)  # zeroed, never replaced
+    draws_random: bool = False  # its forward moved its RNG state (dropout, stochastic depth)
 
-
-# ----------------------------------------------------------------------------------------
-# Learning-rate schedule
-# ----------------------------------------------------------------------------------------
-def lr_factor(spec: RunSpec, epoch: float) -> float:
-    """Multiplier of ``spec.lr`` at a (fractional) epoch."""
-    w, total = spec.warmup_epochs, spec.epochs
-    if w > 0 and epoch < w:
-        return max(epoch / w, 1e-3)  # linear warm-up from lr / 1000
-    if spec.lr_schedule == "multistep":
-        return spec.lr_gamma ** sum(1 for m in spec.lr_milestones if epoch >= m)
-    progress = min(1.0, (epoch - w) / max(1e-8, total - w))
-    if spec.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return max(0.0, 1.0 - progress)  # linear
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
 
 
-# ----------------------------------------------------------------------------------------
-# The trainer
-# ----------------------------------------------------------------------------------------
 class Trainer:
-    """Trains ``spec``'s model on ``data`` (with ``teacher`` for a DS spec), epoch by epoch."""
+    """Trains a *cohort*: runs of one dataset, arch, seed and recipe that differ only in
+    temperature and alpha (``RunSpec.cohort_key``), in lockstep, epoch by epoch.
 
-    def __init__(self, spec: RunSpec, data: DatasetSplits, *, device: str | torch.device | None = None,
-                 teacher: nn.Module | None = None, num_workers: int = 4) -> None:
+    Per batch the data is drawn once (exactly as a lone run draws it) and the frozen teacher
+    runs once; then each student runs its own forward, loss (its own T and alpha), backward,
+    optimiser and schedule step. Every student starts from ``torch.manual_seed(seed)`` and
+    draws its forward passes' random numbers (dropout, stochastic depth) from its own saved
+    RNG state, so each ends with exactly the weights and predictions of the same spec
+    trained alone (on the CPU; a lone run is a cohort of one).
+
+    A student whose loss becomes non-finite stops at the end of that epoch and is listed in
+    :attr:`failed`; the others go on.
+
+    ``cuda_graph``: capture the step in a CUDA graph (default ``$KDRAY_CUDA_GRAPH``, else
+    on; see ``kdray.graph`` for when it is not, and :attr:`graph_off` for why).
+    ``teacher_bf16``: cast the teacher's convolution and linear weights to bf16 once on CUDA
+    (the same logits as autocast's per-step casts; its speed is unmeasured, so it is off).
+    ``auto_micro_batch``: on a CUDA out-of-memory error in a student's step, halve its
+    micro-batch and retry, for models without batch statistics and specs that set no
+    ``micro_batch_size``.
+    """
+
+    def __init__(self, specs: RunSpec | Sequence[RunSpec], data: DatasetSplits, *,
+                 device: str | torch.device | None = None, teacher: nn.Module | None = None,
+                 num_workers: int = 4, cuda_graph: bool | None = None,
+                 teacher_bf16: bool = False, auto_micro_batch: bool = True) -> None:
+        specs = [specs] if isinstance(specs, RunSpec) else list(specs)
+        if not specs:
+            raise ValueError("specs: a cohort needs at least one RunSpec, got none")
+        check_cohort(specs)
+        spec = specs[0]
         if spec.role == "ds" and teacher is None:
             raise ValueError(f"teacher: a 'ds' spec needs a teacher model ({spec.run_id})")
-        self.spec, self.data = spec, data
+        self.spec, self.data = spec, data  # the spec that defines the data stream
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cuda = self.device.type == "cuda"
         self.image = data.modality == "image"
         self.num_workers = num_workers
+        gpu.set_determinism(spec.deterministic)  # per trainer: a reused worker resets it
+        self.micro_batch = spec.micro_batch_size  # None: the whole batch at once
+        self.auto_micro_batch = auto_micro_batch and spec.micro_batch_size is None
+        self.graph_off = self._why_not_captured(cuda_graph)  # None: capture after warm-up
+        self._graph: StepGraph | None = None
 
-        torch.manual_seed(spec.seed)  # model initialisation is a function of the seed
-        self.model = self._prepare(build_model(spec.arch, data.num_classes, pretrained=spec.pretrained,
-                                               **data.model_kwargs()))
         self.teacher = None
         if teacher is not None:
             self.teacher = self._prepare(teacher).eval().requires_grad_(False)
-
+            if teacher_bf16 and self.cuda:
+                gpu.cast_matmul_weights(self.teacher, torch.bfloat16)
         if self.image:
             self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
             self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
+        self.augment = self.image and spec.augmentation == "crop_flip"
         if data.in_memory:  # uint8 (or token ids) moved to the device once
             self.train_x, self.train_y = data.train.x.to(self.device), data.train.y.to(self.device)
             self.batch_size = min(spec.batch_size, len(data.train))
             self.steps_per_epoch = len(data.train) // self.batch_size
+            self.static = StaticBatch(self.train_x, self.batch_size, with_views=self.augment)
         else:
             self.batch_size = spec.batch_size
             self.steps_per_epoch = max(1, len(data.train) // self.batch_size)
             if hasattr(data.train, "augmentation"):
                 data.train.augmentation = spec.augmentation
-
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim <= 1 and spec.optimizer == "adamw" else decay).append(p)
-        groups = [{"params": decay, "weight_decay": spec.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        if spec.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum or 0.0)
-        else:
-            self.optimizer = torch.optim.AdamW(groups, lr=spec.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(spec, step / self.steps_per_epoch))
+        self.students = [self._student(s) for s in specs]
         self.epoch = 0
+
+    def _why_not_captured(self, cuda_graph: bool | None) -> str | None:
+        for reason, applies in (("turned off", not gpu.graphs_enabled(cuda_graph)),
+                                ("not on CUDA", not self.cuda),
+                                ("a streamed dataset", not self.data.in_memory),
+                                ("accumulating micro-batches", self.micro_batch is not None)):
+            if applies:
+                return reason
+        return None
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
@@ -153,26 +159,79 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         return model
 
+    def _student(self, spec: RunSpec) -> Student:
+        torch.manual_seed(spec.seed)  # model initialisation is a function of the seed
+        model = self._prepare(build_model(spec.arch, self.data.num_classes,
+                                          pretrained=spec.pretrained, **self.data.model_kwargs()))
+        optimizer, lr = build_optimizer(spec, model, self.device if self.graph_off is None else None)
+        steps = self.steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(spec, step / steps))
+        tally = {"loss": torch.zeros((), device=self.device),
+                 "correct": torch.zeros((), device=self.device, dtype=torch.int64),
+                 "finite": torch.ones((), device=self.device, dtype=torch.bool)}
+        return Student(spec, model, optimizer, scheduler, torch.get_rng_state(), self._cuda_rng(),
+                       lr=lr, tally=tally)
+
+    def _cuda_rng(self) -> torch.Tensor | None:
+        return torch.cuda.get_rng_state(self.device) if self.cuda else None  # this device only
+
+    # -- views of the cohort -------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The first student's model (the only one of a lone run)."""
+        return self.students[0].model
+
+    @property
+    def active(self) -> list[Student]:
+        return [s for s in self.students if s.failed is None]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """run_id -> why, for the students that stopped."""
+        return {s.run_id: s.failed for s in self.students if s.failed is not None}
+
+    @property
+    def captured(self) -> bool:
+        """Is the step running as a CUDA graph replay?"""
+        return self._graph is not None and self._graph.ready
+
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue at the current epoch boundary."""
-        return {"epoch": self.epoch, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if self.cuda else None,
-                "run_id": self.spec.run_id}
+        """Everything needed to continue every student at the current epoch boundary
+        (learning rates as floats: a GPU checkpoint resumes anywhere)."""
+        return {"epoch": self.epoch, "students": {
+            s.run_id: {"model": s.model.state_dict(),
+                       "optimizer": float_lrs(s.optimizer.state_dict()),
+                       "scheduler": float_lrs(s.scheduler.state_dict()), "rng_cpu": s.rng_cpu,
+                       "rng_cuda": s.rng_cuda, "failed": s.failed}
+            for s in self.students}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("run_id") != self.spec.run_id:
-            raise ValueError(f"checkpoint: it belongs to run {state.get('run_id')!r}, "
-                             f"not {self.spec.run_id!r}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if self.cuda and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        """Restore the students this checkpoint holds (it may hold more: e.g. runs an earlier
+        cohort committed since). Checkpoints of one run from before cohorts load too."""
+        if "students" not in state and "run_id" in state:  # a lone run's checkpoint, v1
+            state = {"epoch": state["epoch"], "students": {state["run_id"]: {
+                **state, "rng_cpu": state["rng_cpu"], "rng_cuda": None}}}
+        saved = state["students"]
+        missing = [s.run_id for s in self.students if s.run_id not in saved]
+        if missing:
+            raise ValueError(f"checkpoint: it belongs to run(s) {sorted(saved)}, not {missing}")
+        for s in self.students:
+            st = saved[s.run_id]
+            s.model.load_state_dict(st["model"])
+            s.optimizer.load_state_dict(with_own_flags(s.optimizer, st["optimizer"]))
+            s.scheduler.load_state_dict(st["scheduler"])
+            if s.lr is not None:  # the graph reads this tensor: keep it, with the saved value
+                s.lr.fill_(float(s.optimizer.param_groups[0]["lr"]))
+                for group in s.optimizer.param_groups:
+                    group["lr"] = s.lr
+            s.rng_cpu = st["rng_cpu"]
+            if self.cuda and st.get("rng_cuda") is not None:
+                s.rng_cuda = st["rng_cuda"]
+            s.failed = st.get("failed")
         self.epoch = int(state["epoch"])
+        self._graph = None  # the optimisers hold new state tensors: capture again
 
     # -- input pipeline ------------------------------------------------------------------
     def _inputs(self, x: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,88 +243,222 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     def _epoch_generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.spec.seed * 1_000_003 + self.epoch)
+        return torch.Generator().manual_seed(epoch_seed(self.spec.seed, self.epoch))
 
     def _train_batches(self):
+        """``(x, views, y)`` per step: uint8 images (or token ids), view ids or None, labels.
+        In memory these are the static buffers, filled on the device for each step."""
         g = self._epoch_generator()
         if self.data.in_memory:
             n = len(self.train_y)
             order = torch.randperm(n, generator=g).to(self.device)
-            augment = self.image and self.spec.augmentation == "crop_flip"
-            views = torch.randint(0, N_VIEWS, (n,), generator=g).to(self.device) if augment else None
+            views = torch.randint(0, N_VIEWS, (n,), generator=g).to(self.device) if self.augment else None
+            b = self.batch_size
             for i in range(self.steps_per_epoch):
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self._inputs(self.train_x[idx], views[idx] if augment else None), self.train_y[idx]
+                self.static.fill(self.train_x, self.train_y, views, order[i * b:(i + 1) * b])
+                yield self.static.x, self.static.views, self.static.y
         else:
+            if hasattr(self.data.train, "set_epoch"):  # augmentation = f(seed, epoch, index)
+                self.data.train.set_epoch(self.spec.seed, self.epoch)
             loader = torch.utils.data.DataLoader(
                 self.data.train, batch_size=self.batch_size, shuffle=True, drop_last=True,
                 generator=g, num_workers=self.num_workers, pin_memory=self.cuda,
                 persistent_workers=False)
             for x, y in loader:
-                x = x.to(self.device, non_blocking=True)
-                yield self._inputs(x), y.to(self.device, non_blocking=True)
+                yield x.to(self.device, non_blocking=True), None, y.to(self.device, non_blocking=True)
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+        capturing = self.cuda and torch.cuda.is_current_stream_capturing()
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda,
+                              cache_enabled=not capturing)
 
     # -- training ------------------------------------------------------------------------
-    def train_epoch(self) -> dict[str, float]:
-        """One epoch; returns its mean loss, training accuracy, last lr and wall time."""
-        spec, t0 = self.spec, time.perf_counter()
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = 0
-        for x, y in self._train_batches():
-            with self._autocast():
-                logits = self.model(x)
-                if self.teacher is not None:
-                    with torch.no_grad():
-                        t_logits = self.teacher(x)
-                    loss = kd_loss(logits, t_logits, y, spec.temperature, spec.alpha)
-                else:
-                    loss = F.cross_entropy(logits.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(-1) == y).sum()
+    def _cohort_step(self, students: list[Student], x: torch.Tensor, views: torch.Tensor | None,
+                     y: torch.Tensor, host: bool = True, watch_rng: bool = False) -> None:
+        """One batch: inputs, the teacher's forward once, then every student's update. With
+        ``host=False`` only the device work (what a CUDA graph captures): no student RNG
+        switching and no schedule step, which the caller does after each replay."""
+        x = self._inputs(x, views)
+        t_logits = None
+        if self.teacher is not None:  # once per batch, for every student
+            with torch.no_grad(), self._autocast():
+                t_logits = self.teacher(x)
+        for s in students:
+            if host:
+                torch.set_rng_state(s.rng_cpu)
+                if s.rng_cuda is not None:
+                    torch.cuda.set_rng_state(s.rng_cuda, self.device)
+            self._update(s, x, y, t_logits, host)
+            if host:
+                s.scheduler.step()
+                rng_cpu, rng_cuda = torch.get_rng_state(), self._cuda_rng()
+                if watch_rng:
+                    s.draws_random |= not torch.equal(rng_cpu, s.rng_cpu) or (
+                        rng_cuda is not None and not torch.equal(rng_cuda, s.rng_cuda))
+                s.rng_cpu, s.rng_cuda = rng_cpu, rng_cuda
+
+    def _update(self, s: Student, x: torch.Tensor, y: torch.Tensor,
+                t_logits: torch.Tensor | None, host: bool = True) -> None:
+        """One student's forward, loss, backward (in micro-batches when set) and optimiser
+        step; tallies stay on the device."""
+        def loss_of(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+            if t_logits is None:
+                return F.cross_entropy(logits.float(), y[rows])
+            return kd_loss(logits, t_logits[rows], y[rows], s.spec.temperature, s.spec.alpha)
+
+        while True:
+            s.optimizer.zero_grad(set_to_none=True)
+            try:
+                loss, correct, finite = backward_in_micro_batches(
+                    s.model, x, y, loss_of, self.micro_batch, self._autocast)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if not (host and self._may_shrink(len(y))):
+                    raise
+            self._shrink_micro_batch(s, len(y))  # here the failed attempt's tensors are freed
+            torch.set_rng_state(s.rng_cpu)  # the retry draws what the attempt drew
+            if s.rng_cuda is not None:
+                torch.cuda.set_rng_state(s.rng_cuda, self.device)
+        s.optimizer.step()
+        t = s.tally
+        t["loss"] += loss
+        t["correct"] += correct
+        t["finite"] &= finite
+
+    def _may_shrink(self, batch: int) -> bool:
+        return (self.auto_micro_batch and (self.micro_batch or batch) > 1
+                and not any(gpu.has_batch_statistics(s.model) for s in self.students))
+
+    def _shrink_micro_batch(self, s: Student, batch: int) -> None:
+        old = self.micro_batch or batch
+        self.micro_batch = (old + 1) // 2
+        self.graph_off, self._graph = f"accumulating micro-batches of {self.micro_batch}", None
+        gpu.release_cuda_memory()
+        warnings.warn(f"{s.run_id}: out of GPU memory with micro-batches of {old}; "
+                      f"accumulating micro-batches of {self.micro_batch} from now on")
+
+    def _step_graph(self, students: list[Student]) -> StepGraph | None:
+        """The CUDA graph of this set of students (a new one after a student failed)."""
+        if self.graph_off is not None:
+            return None
+        key = tuple(s.run_id for s in students)
+        if self._graph is None or self._graph.key != key:
+            self._graph = StepGraph(key, self.device)
+        return self._graph
+
+    def _warm_up(self, graph: StepGraph, students: list[Student], x, views, y) -> None:
+        """One eager step on the graph's side stream; then capture, once warm, unless a
+        student draws random numbers (its own RNG state cannot be switched in a graph)."""
+        with graph.warmup():
+            self._cohort_step(students, x, views, y, watch_rng=True)
+        random = [s.run_id for s in students if s.draws_random]
+        if random:
+            self.graph_off = f"{', '.join(random)} draw random numbers in their forward"
+        if self.graph_off is not None:  # random numbers, or out of memory: eager from now on
+            self._graph = None
+        if self._graph is None or not graph.due:
+            return
+        try:
+            graph.capture(lambda: self._cohort_step(students, x, views, y, host=False))
+        except Exception as e:  # noqa: BLE001 - an optimisation: eager computes the same
+            self.graph_off, self._graph = f"capture failed: {type(e).__name__}: {e}", None
+            warnings.warn(f"CUDA graph {self.graph_off}; training eagerly")
+
+    def train_epoch(self) -> dict[str, dict[str, float]]:
+        """One epoch of every active student; returns ``{run_id: metrics}`` (mean loss,
+        training accuracy, last lr, wall time). A student whose loss was non-finite in this
+        epoch is marked failed and gets no metrics."""
+        t0 = time.perf_counter()
+        students = self.active
+        for s in students:
+            s.model.train()
+            for key, value in s.tally.items():  # in place: a captured step adds into them
+                value.fill_(1 if key == "finite" else 0)
+        seen, graph = 0, self._step_graph(students)
+        for x, views, y in self._train_batches():
+            if graph is not None and graph.ready:
+                graph.replay()
+                for s in students:  # the schedule on the host: writes each device lr
+                    s.scheduler.step()
+            elif graph is not None:
+                self._warm_up(graph, students, x, views, y)
+                graph = self._graph  # None when capture turned out impossible
+            else:
+                self._cohort_step(students, x, views, y)
             seen += len(y)
         self.epoch += 1
-        seen = max(seen, 1)
-        return {"epoch": self.epoch, "loss": float(loss_sum) / seen,
-                "train_accuracy": float(correct) / seen,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "epoch_seconds": time.perf_counter() - t0}
+        seen, seconds = max(seen, 1), time.perf_counter() - t0
+        out = {}
+        for s in students:  # one host sync per student per epoch
+            if not bool(s.tally["finite"]):
+                s.failed = f"loss became non-finite in epoch {self.epoch}"
+                continue
+            out[s.run_id] = {"epoch": self.epoch, "loss": float(s.tally["loss"]) / seen,
+                             "train_accuracy": float(s.tally["correct"]) / seen,
+                             "lr": float(s.optimizer.param_groups[0]["lr"]),
+                             "epoch_seconds": seconds}
+        return out
 
-    def fit(self, on_epoch: Callable[["Trainer", dict[str, float]], None] | None = None) -> None:
-        """Train from the current epoch to ``spec.epochs``, calling ``on_epoch`` after each."""
-        while self.epoch < self.spec.epochs:
+    def fit(self, on_epoch: Callable[["Trainer", dict[str, dict[str, float]]], None] | None = None
+            ) -> None:
+        """Train from the current epoch to ``spec.epochs``, calling ``on_epoch(self, metrics)``
+        after each; stops early when every student has failed."""
+        while self.epoch < self.spec.epochs and self.active:
             metrics = self.train_epoch()
             if on_epoch is not None:
                 on_epoch(self, metrics)
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, split: TensorData | torch.utils.data.Dataset | None = None,
-                batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted and true labels of every sample of ``split`` (default: test), in order."""
+    def predict_all(self, split: TensorData | torch.utils.data.Dataset | None = None,
+                    batch_size: int = 512) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """``({run_id: predicted labels}, true labels)`` of every active student on every
+        sample of ``split`` (default: test), in order; each batch is prepared once. In fp32
+        (no autocast, no TF32): bf16 logits (8 significant bits) would turn near-ties into
+        exact ties that ``argmax`` gives to the lowest class index."""
         split = self.data.test if split is None else split
-        self.model.eval()
-        preds, labels = [], []
+        students = self.active
+        for s in students:
+            s.model.eval()
+        preds: dict[str, list[torch.Tensor]] = {s.run_id: [] for s in students}
+        labels = []
         if isinstance(split, TensorData):
             batches = ((split.x[i:i + batch_size], split.y[i:i + batch_size])
                        for i in range(0, len(split), batch_size))
         else:
             batches = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False,
                                                   num_workers=self.num_workers, pin_memory=self.cuda)
-        for x, y in batches:
-            with self._autocast():
-                logits = self.model(self._inputs(x.to(self.device, non_blocking=True)))
-            preds.append(logits.argmax(-1).cpu())
-            labels.append(torch.as_tensor(y))
-        return torch.cat(preds).numpy().astype(np.int64), torch.cat(labels).numpy().astype(np.int64)
+        with gpu.fp32_precision() if self.cuda else contextlib.nullcontext():
+            for x, y in batches:
+                x = self._inputs(x.to(self.device, non_blocking=True))
+                for s in students:
+                    preds[s.run_id].append(s.model(x).argmax(-1).cpu())
+                labels.append(torch.as_tensor(y))
+        return ({r: torch.cat(p).numpy().astype(np.int64) for r, p in preds.items()},
+                torch.cat(labels).numpy().astype(np.int64))
+
+    def predict(self, split: TensorData | torch.utils.data.Dataset | None = None,
+                batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted and true labels of the first student (a lone run's) on ``split``."""
+        preds, labels = self.predict_all(split, batch_size)
+        return preds[self.students[0].run_id], labels
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s data order and augmentation draws."""
+    return seed * 1_000_003 + epoch
+
+
+def check_cohort(specs: Sequence[RunSpec]) -> None:
+    """Raise ``ValueError`` unless ``specs`` are distinct and differ only in temperature/alpha."""
+    keys = {s.cohort_key for s in specs}
+    if len(keys) > 1:
+        raise ValueError(f"cohort: runs {[s.run_id for s in specs]} differ in more than "
+                         f"temperature and alpha; a cohort shares data, seed, arch and recipe")
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"cohort: run(s) {sorted({r for r in ids if ids.count(r) > 1})} "
+                         f"appear twice")
 
 
 def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> list[float | None]:

@@ -39,8 +39,10 @@ def run_id_of(spec: Mapping[str, Any]) -> str:
 
 def write_run(store: Store | str, spec: Mapping[str, Any], label: np.ndarray, pred: np.ndarray,
               *, sample_index: np.ndarray | None = None,
-              attributes: Mapping[str, np.ndarray] | None = None) -> str:
-    """Write one complete run; returns its run_id."""
+              attributes: Mapping[str, np.ndarray] | None = None,
+              record: Mapping[str, Any] | None = None) -> str:
+    """Write one complete run; returns its run_id. ``record``: more run.json fields (e.g.
+    ``class_names``, ``attribute_values``), or ones that replace the computed ones."""
     store = Store(store) if isinstance(store, str) else store
     rid = run_id_of(spec)
     label, pred = np.asarray(label), np.asarray(pred)
@@ -50,7 +52,8 @@ def write_run(store: Store | str, spec: Mapping[str, Any], label: np.ndarray, pr
     store.write_run_json(rid, {
         "spec": dict(spec), "run_id": rid, "test_accuracy": float(np.mean(label == pred)),
         "per_class_accuracy": {str(c): float(np.mean(pred[label == c] == c)) for c in classes},
-        "n_test": int(len(label)), "predictions_sha256": sha, "wall_time_s": 1.0})
+        "n_test": int(len(label)), "predictions_sha256": sha, "wall_time_s": 1.0,
+        **(record or {})})
     return rid
 
 
@@ -77,13 +80,14 @@ def write_study(store: Store | str, *, dataset: str = "toy", n_classes: int = 10
                 ds_acc: Mapping[float, Sequence[float] | float] | Sequence[float] | float = 0.78,
                 noise: float = 0.02, teacher_arch: str = "resnet56", student_arch: str = "resnet20",
                 attributes: Mapping[str, np.ndarray] | None = None, seed: int = 0,
-                roles: Sequence[str] = ("teacher", "nds", "ds"), **spec_extra: Any
+                roles: Sequence[str] = ("teacher", "nds", "ds"),
+                record: Mapping[str, Any] | None = None, **spec_extra: Any
                 ) -> dict[str, list[str]]:
     """A synthetic study: teacher, NDS and DS runs (every T, alpha) for every seed.
 
     Class accuracies are the given per-class values (or one value for all classes) plus
     ``N(0, noise)`` per (run, class). ``ds_acc`` may map a temperature to its accuracies.
-    Returns ``{role: [run_id, ...]}``.
+    ``record``: more run.json fields for every run. Returns ``{role: [run_id, ...]}``.
     """
     rng = np.random.default_rng(seed)
     label = np.repeat(np.arange(n_classes), per_class)
@@ -93,7 +97,7 @@ def write_study(store: Store | str, *, dataset: str = "toy", n_classes: int = 10
     def one(spec: dict, acc: Sequence[float] | float) -> str:
         acc_v = vec(acc) + rng.normal(0, noise, n_classes)
         return write_run(store, spec, label, preds_for_accuracy(label, acc_v, rng),
-                         attributes=attributes)
+                         attributes=attributes, record=record)
 
     for s in seeds:
         if "teacher" in roles:

@@ -75,9 +75,11 @@ def test_registry_metadata(name):
     assert info.family in FAMILY_RECIPES
     assert info.modality in ("image", "text")
     assert (info.family == "bert") == (info.modality == "text")
-    assert set(info.resources) == {"cpu", "gpu"}
+    kinds = set(info.resources) - {"cpu", "gpu"}
+    assert len(kinds) == 1 and kinds <= {"gpu_small", "gpu_large"}  # the node kind it needs
     assert info.resources["cpu"] >= 1
     assert 0 < info.resources["gpu"] <= 1
+    assert info.resources[kinds.pop()] == info.resources["gpu"]  # per GPU of the node kind
     assert info.source
 
 

@@ -1,5 +1,6 @@
 """RunSpec: defaults, identity (stable, round trip), teacher spec, every invalid case."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdray import RunSpec
+from kdray.spec import ADDED_FIELDS
 
 TEACHER = dict(dataset="trifeature-shape", role="teacher", arch="resnet20", seed=0)
 DS = dict(dataset="trifeature-shape", role="ds", arch="lenet5", teacher_arch="resnet20",
@@ -124,3 +126,42 @@ def test_spec_data_is_read_only():
     s = RunSpec(**TEACHER)
     with pytest.raises(TypeError):
         s.data["image_size"] = 32
+
+
+# run_ids computed by the code before ``deterministic`` and ``micro_batch_size`` existed
+# (kdray/spec.py at commit 7a6e33f): every stored run must keep its id
+RUN_IDS_BEFORE_ADDED_FIELDS = {
+    "digits-resnet20-teacher-s0-d16d9828": dict(dataset="digits", role="teacher", arch="resnet20"),
+    "trifeature-shape-lenet5-ds-T4-a0.8-s3-74ddc72f": DS,
+    "cifar100-resnet20-ds-T4-a0.8-s0-4d48c7d6": dict(
+        dataset="cifar100", role="ds", arch="resnet20", teacher_arch="resnet56", temperature=4,
+        alpha=0.8, epochs=20, lr=0.05),
+}
+
+
+@pytest.mark.parametrize("run_id", sorted(RUN_IDS_BEFORE_ADDED_FIELDS))
+def test_fields_added_later_leave_existing_run_ids_unchanged(run_id):
+    fields = RUN_IDS_BEFORE_ADDED_FIELDS[run_id]
+    s = RunSpec(**fields)
+    assert s.run_id == run_id
+    assert not set(ADDED_FIELDS) & set(s.to_dict())  # at their defaults: not in the identity
+    assert RunSpec(**fields, deterministic=False, micro_batch_size=None).run_id == run_id
+    assert RunSpec.from_dict(s.to_dict()) == s  # a run.json written before them reads back
+
+
+@pytest.mark.parametrize("field, value", [("deterministic", True), ("micro_batch_size", 16)])
+def test_an_added_field_set_is_part_of_the_identity(field, value):
+    s = RunSpec(**TEACHER)
+    other = s.replace(**{field: value})
+    assert other.run_id != s.run_id and other.to_dict()[field] == value
+    assert f'"{field}":{json.dumps(value)}' in other.canonical_json()
+    assert RunSpec.from_dict(json.loads(json.dumps(other.to_dict()))) == other
+    assert other.cohort_key != s.cohort_key
+    assert set(ADDED_FIELDS) <= {f.name for f in dataclasses.fields(RunSpec)}
+
+
+def test_added_fields_are_checked():
+    with pytest.raises(ValueError, match=r"^deterministic: 1 is not a bool"):
+        RunSpec(**TEACHER, deterministic=1)
+    with pytest.raises(ValueError, match=r"^micro_batch_size: 128 is not <= batch_size 64"):
+        RunSpec(**TEACHER, micro_batch_size=128)

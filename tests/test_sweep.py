@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRIFEATURE
+from kdray.checkpoint import Cadence
 from kdray.grid import Experiment, expand
 from kdray.store import Store
 from kdray.sweep import CRASH_ENV, parse_resources, resources_of, run_sweep
@@ -88,7 +89,8 @@ def test_killed_trial_resumes_from_its_checkpoint(first_sweep, ray_local, data_r
     one = EXP.replace(seeds=(0,), temperatures=(2.0,))
     monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")  # each worker dies after epoch 1
     crashed = Store(tmp_path / "store")
-    report = run_sweep([one], crashed, data_dir=data_root, max_failures=1)
+    report = run_sweep([one], crashed, data_dir=data_root, max_failures=1,
+                       checkpoint=Cadence(every_epochs=1))  # a resume checkpoint every epoch
     assert report.ok, report.format()
     plan = expand([one])
     assert len(os.listdir(tmp_path / "markers")) == len(plan)  # every trial really was killed
@@ -105,7 +107,8 @@ def test_rerun_resumes_what_an_earlier_sweep_left_unfinished(first_sweep, ray_lo
     one = EXP.replace(seeds=(1,), temperatures=(4.0,))
     crashed = Store(tmp_path / "store")
     monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")
-    first = run_sweep([one], crashed, data_dir=data_root, max_failures=0)  # no retries left
+    first = run_sweep([one], crashed, data_dir=data_root, max_failures=0,  # no retries left
+                      checkpoint=Cadence(every_epochs=1))
     plan = expand([one])
     assert set(first.failed) == {s.run_id for s in plan.stage1} and len(first.not_launched) == 1
     monkeypatch.delenv(CRASH_ENV)
@@ -141,11 +144,12 @@ def test_failing_trial_is_reported_and_the_script_exits_nonzero(ray_local, data_
 
 def test_resources_per_architecture():
     spec = expand([EXP]).teachers[0]
-    assert resources_of(spec) == {"cpu": 1, "gpu": 0.25}
+    assert resources_of(spec) == {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}  # a small node
     ds = expand([EXP]).ds[0]  # LeNet-5 alone asks for 1/8 GPU; with its ResNet-20 teacher, 1/4
-    assert resources_of(ds) == {"cpu": 1, "gpu": 0.25}
+    assert resources_of(ds) == {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}
     assert resources_of(spec, use_gpu=False) == {"cpu": 1}
-    assert resources_of(spec, parse_resources(["resnet20=cpu:2,gpu:0.5"])) == {"cpu": 2, "gpu": 0.5}
+    assert resources_of(spec, parse_resources(["resnet20=cpu:2,gpu:0.5"])) == \
+        {"cpu": 2, "gpu": 0.5, "gpu_small": 0.25}
     with pytest.raises(ValueError, match="--resources: 'resnet99=cpu:1'"):
         parse_resources(["resnet99=cpu:1"])
     with pytest.raises(ValueError, match="'gpu:-1'"):

@@ -131,5 +131,61 @@ def test_ds_without_teacher_model_is_refused(digits):
 
 def test_epoch_metrics_are_finite(digits):
     tr = Trainer(_spec(epochs=1), digits, device="cpu")
-    m = tr.train_epoch()
+    m = tr.train_epoch()[tr.spec.run_id]
     assert m["epoch"] == 1 and math.isfinite(m["loss"]) and 0 <= m["train_accuracy"] <= 1
+
+
+def near_tie_net(num_classes: int, *, image_size: int, in_channels: int = 3,
+                 pretrained: bool = False) -> torch.nn.Module:
+    """Logits 8.01 and 8.02 for classes 0 and 1 whatever the input: 0.01 apart, less than
+    bf16's spacing of 0.0625 between 8 and 16, so bf16 rounds both to 8.0 (an exact tie)."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size ** 2,
+                                                                  num_classes))
+    torch.nn.init.zeros_(net[1].weight)
+    with torch.no_grad():
+        net[1].bias.copy_(torch.tensor([8.01, 8.02] + [0.0] * (num_classes - 2)))
+    return net
+
+
+def test_predictions_come_from_fp32_logits(digits):
+    from kdray.models import MODELS, register_model
+
+    register_model("near_tie_net", family="cnn")(near_tie_net)
+    try:
+        tr = Trainer(_spec(arch="near_tie_net", epochs=1), digits, device="cpu")
+        preds, labels = tr.predict()
+        logits = tr.model(tr._inputs(digits.test.x[:4]))
+        assert logits.bfloat16()[:, :2].float().unique().tolist() == [8.0]  # a tie in bf16
+        assert torch.equal(logits.bfloat16().argmax(-1), torch.zeros(4, dtype=torch.int64))
+        assert (preds == 1).all() and len(preds) == len(labels)  # fp32: class 1, every sample
+    finally:
+        del MODELS["near_tie_net"]
+    # a trained model: exactly the argmax of its fp32 logits
+    tr = Trainer(_spec(arch="lenet5", epochs=1, role="nds"), digits, device="cpu")
+    tr.fit()
+    preds, _ = tr.predict()
+    with torch.inference_mode():
+        tr.model.eval()
+        expected = tr.model(tr._inputs(digits.test.x)).float().argmax(-1).numpy()
+    assert np.array_equal(preds, expected)
+
+
+def test_deterministic_spec_switches_determinism_on_for_its_trainer_only(digits, monkeypatch):
+    from kdray import gpu
+
+    monkeypatch.delenv(gpu.CUBLAS_ENV, raising=False)
+    spec = _spec(arch="lenet5", role="nds", epochs=1)
+    try:
+        det = Trainer(spec.replace(deterministic=True), digits, device="cpu")
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert gpu.os.environ[gpu.CUBLAS_ENV] == ":4096:8"
+        det.fit()
+        plain = Trainer(spec, digits, device="cpu")  # the next trial in a reused worker
+        assert not torch.are_deterministic_algorithms_enabled()
+        plain.fit()
+    finally:
+        gpu.set_determinism(False)
+    # on the CPU the results are the same either way (exact)
+    for (k, a), b in zip(det.model.state_dict().items(), plain.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert np.array_equal(det.predict()[0], plain.predict()[0])

@@ -86,3 +86,44 @@ def test_command_line(tmp_path, data_root):
                           "--teacher-arch", "resnet20", "--temperature", "-2", "--alpha", "0.8"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "temperature: -2.0 is not > 0" in bad.stderr
+
+
+def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root):
+    """Several temperatures/alphas (or several --spec files) train as one cohort, without Ray;
+    each run is committed as it would be alone."""
+    store = Store(tmp_path / "store")
+    run(TEACHER, store, device="cpu", data_root=data_root, num_workers=0)
+    common = ["--store", str(tmp_path / "store"), "--data-dir", data_root, "--wandb-mode", "disabled"]
+    args = [sys.executable, "-m", "kdray.trial", *common, "--dataset", "trifeature-shape",
+            "--role", "ds", "--arch", "lenet5", "--teacher-arch", "resnet20", "--epochs", "1",
+            "--batch-size", "100", "--temperature", "2", "4", "--alpha", "0.6", "0.8", "--data",
+            *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]]
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    specs = [DS.replace(temperature=t, alpha=a) for t in (2.0, 4.0) for a in (0.6, 0.8)]
+    for spec in specs:
+        assert f"{spec.run_id}: test accuracy" in out.stdout
+        record = store.read_run_json(spec.run_id)
+        assert record["cohort"] == [s.run_id for s in specs] and "model_sha256" in record
+    # the same two runs from spec files, alone each: the same predictions
+    lone = Store(tmp_path / "lone")
+    lone.write_bytes(lone.run_path(TEACHER.run_id, "model.safetensors"),
+                     store.read_bytes(store.run_path(TEACHER.run_id, "model.safetensors")))
+    for name in ("predictions.parquet", "run.json"):
+        lone.write_bytes(lone.run_path(TEACHER.run_id, name),
+                         store.read_bytes(store.run_path(TEACHER.run_id, name)))
+    for spec in specs[:2]:
+        (tmp_path / f"{spec.run_id}.json").write_text(json.dumps(spec.to_dict()))
+        alone = subprocess.run([sys.executable, "-m", "kdray.trial", "--store", str(tmp_path / "lone"),
+                                "--data-dir", data_root, "--wandb-mode", "disabled",
+                                "--spec", str(tmp_path / f"{spec.run_id}.json")],
+                               capture_output=True, text=True)
+        assert alone.returncode == 0, alone.stderr
+        assert np.array_equal(lone.read_predictions(spec.run_id).column("pred").to_numpy(),
+                              store.read_predictions(spec.run_id).column("pred").to_numpy())
+    other_seed = tmp_path / "seed1.json"
+    other_seed.write_text(json.dumps(specs[0].replace(seed=1).to_dict()))
+    mixed = subprocess.run([sys.executable, "-m", "kdray.trial", *common, "--spec",
+                            str(tmp_path / f"{specs[0].run_id}.json"), str(other_seed)],
+                           capture_output=True, text=True)
+    assert mixed.returncode == 2 and "differ in more than temperature and alpha" in mixed.stderr

@@ -49,6 +49,11 @@ class DatasetSplits:
     with one value per *test* sample, in test order. ``mean``/``std`` normalise images in
     [0, 1] per channel; text datasets leave them ``None`` and set ``vocab_size`` and
     ``pad_token_id``.
+
+    ``class_names[c]`` names label ``c`` and ``attribute_values[name][v]`` names value ``v``
+    of a sensitive attribute, from the dataset's own metadata where it has some (CIFAR's
+    ``batches.meta``, Tiny ImageNet's ``words.txt``, ...); a loader that has none leaves
+    them out and they default to ``"0"``, ``"1"``, ...
     """
 
     train: TensorData | torch.utils.data.Dataset
@@ -64,6 +69,8 @@ class DatasetSplits:
     pad_token_id: int | None = None
     max_length: int | None = None
     test_labels: np.ndarray | None = None  # labels of a streamed test set (for the store)
+    class_names: list[str] | None = None  # default "0".."num_classes-1"
+    attribute_values: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.test)
@@ -71,6 +78,23 @@ class DatasetSplits:
             if len(values) != n:
                 raise ValueError(f"attribute {name!r}: {len(values)} values for {n} test samples")
             self.attributes[name] = np.asarray(values, dtype=np.int64)
+        self.class_names = [str(c) for c in (self.class_names or range(self.num_classes))]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names: {len(self.class_names)} names for "
+                             f"{self.num_classes} classes")
+        extra = set(self.attribute_values) - set(self.attributes)
+        if extra:
+            raise ValueError(f"attribute_values: {sorted(extra)} are not attributes of the data "
+                             f"({sorted(self.attributes)})")
+        for name, values in self.attributes.items():
+            names = self.attribute_values.get(name)
+            if names is None:  # "0".."max value"
+                names = range(int(values.max()) + 1 if len(values) else 0)
+            names = [str(v) for v in names]
+            if len(values) and (values.min() < 0 or values.max() >= len(names)):
+                raise ValueError(f"attribute_values[{name!r}]: {len(names)} names, but the "
+                                 f"attribute takes values {int(values.min())}..{int(values.max())}")
+            self.attribute_values[name] = names
 
     @property
     def in_memory(self) -> bool:
@@ -96,6 +120,8 @@ class DatasetInfo:
     augmentation: str = "crop_flip"
     source: str = ""
     check: Callable[[dict], Any] | None = None  # raises ValueError on bad options, before any work
+    downloadable: bool = False  # fetched from the internet: staged once into {store}/datasets
+    node_kind: str | None = None  # the node kind its trials need (where it is staged), if any
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -104,12 +130,14 @@ DATASETS: dict[str, DatasetInfo] = {}
 def register_dataset(name: str, *, num_classes: int, batch_size: int,
                      defaults: dict[str, Any] | None = None, attributes: tuple[str, ...] = (),
                      modality: str = "image", augmentation: str = "crop_flip",
-                     source: str = "", check: Callable[[dict], Any] | None = None) -> Callable:
+                     source: str = "", check: Callable[[dict], Any] | None = None,
+                     downloadable: bool = False, node_kind: str | None = None) -> Callable:
     def deco(fn: Callable[[dict, Path], DatasetSplits]) -> Callable:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
         DATASETS[name] = DatasetInfo(name, fn, num_classes, batch_size, dict(defaults or {}),
-                                     tuple(attributes), modality, augmentation, source, check)
+                                     tuple(attributes), modality, augmentation, source, check,
+                                     downloadable, node_kind)
         return fn
     return deco
 
@@ -121,17 +149,55 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_dataset(name: str, options: dict[str, Any] | None = None,
-                 root: str | os.PathLike | None = None) -> DatasetSplits:
-    """Load dataset ``name`` with ``options`` (merged over its defaults) from ``root``."""
+                 root: str | os.PathLike | None = None, *,
+                 mirror: str | None = None) -> DatasetSplits:
+    """Load dataset ``name`` with ``options`` (merged over its defaults) from ``root``; with
+    ``mirror`` (a store URI), raw files this node lacks are copied from ``{mirror}/datasets``
+    rather than downloaded (``kdray.data.fetch``)."""
     if name not in DATASETS:
         raise ValueError(f"dataset: {name!r} is not registered; expected one of {sorted(DATASETS)}")
     info = DATASETS[name]
     opts = {**info.defaults, **(options or {})}
-    splits = info.loader(opts, data_dir(root))
+    if mirror is not None:
+        with fetch.mirror(mirror):
+            splits = info.loader(opts, data_dir(root))
+    else:
+        splits = info.loader(opts, data_dir(root))
     missing = set(info.attributes) - set(splits.attributes)
     if missing:
         raise RuntimeError(f"dataset {name!r}: loader returned no attribute(s) {sorted(missing)}")
     return splits
+
+
+def stage_datasets(specs, store, root: str | os.PathLike | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, str]:
+    """Put every downloadable dataset the runs ``specs`` need into ``{store}/datasets`` once,
+    before any trial starts, so that no node downloads it (``kdray.data.fetch``): each is
+    loaded here (the sweep driver, on the head node) with the store as a publishing mirror,
+    which downloads it only when neither this node nor the store has it.
+
+    Returns ``{run_id: why}`` for the runs whose dataset could not be staged (they cannot
+    run); the others are unaffected."""
+    import json
+
+    failed: dict[str, str] = {}
+    by_data: dict[tuple[str, str], list[str]] = {}
+    for spec in specs:
+        if DATASETS.get(spec.dataset) is not None and DATASETS[spec.dataset].downloadable:
+            key = (spec.dataset, json.dumps(dict(spec.data), sort_keys=True))
+            by_data.setdefault(key, []).append(spec.run_id)
+    for (name, options), run_ids in sorted(by_data.items()):
+        try:
+            with fetch.mirror(getattr(store, "uri", store), publish=True):
+                load_dataset(name, json.loads(options), root)
+        except Exception as e:  # noqa: BLE001 - reported per run, the others still run
+            why = f"dataset {name} could not be staged into the store: {type(e).__name__}: {e}"
+            log(f"  {why}")
+            failed.update({run_id: why for run_id in run_ids})
+    staged = sorted({n for (n, _), ids in by_data.items() if not set(ids) & set(failed)})
+    if staged:
+        log(f"datasets: {', '.join(staged)} in {store}/datasets (every node reads them there)")
+    return failed
 
 
 # Tiny files in each dataset's real on-disk format, for tests and ``--smoke-test`` runs.
@@ -157,6 +223,7 @@ def write_tiny(name: str, root: str | os.PathLike) -> dict[str, Any]:
 
 
 # The registrations (imported for their side effect).
+from kdray.data import fetch  # noqa: E402
 from kdray.data import digits as _digits  # noqa: E402,F401
 from kdray.data import trifeature as _trifeature  # noqa: E402,F401
 from kdray.data import cifar as _cifar  # noqa: E402,F401

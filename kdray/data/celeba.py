@@ -21,6 +21,10 @@ label values have as many images as the rarer one, as in the paper's Table 4 (Sm
 + 78,080 of 162,770); the ``valid`` partition is not used; the test split is the ``test``
 partition (19,962 images), never resampled.
 
+Names: label and attribute values are named after the attribute's name in the header of
+``list_attr_celeba.txt``: 0 = "not smiling", 1 = "smiling"; young: "not young"/"young";
+male: "not male"/"male"; Eyeglasses: "no eyeglasses"/"eyeglasses".
+
 Images are resized (shorter side) and center-cropped to ``image_size``; the default 224 is
 the input size ResNet-50/ResNet-18 (the paper's CelebA teacher/student) were designed for.
 """
@@ -59,6 +63,15 @@ def balance(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+ABSENT = {"eyeglasses": "no eyeglasses"}  # how to say "attribute is -1" where "not X" reads badly
+
+
+def value_names(attr_name: str) -> list[str]:
+    """``"Smiling"`` -> ``["not smiling", "smiling"]``: names of a binary CelebA attribute's 0 and 1."""
+    name = attr_name.replace("_", " ").lower()
+    return [ABSENT.get(name, f"not {name}"), name]
+
+
 def check_options(options: dict) -> tuple[int, int]:
     """``(image_size, balance_seed)``, or a ValueError naming the bad option."""
     return (int_option(options, "image_size", 8, "celeba"),
@@ -91,11 +104,15 @@ def _load(label: str, options: dict, root: Path) -> DatasetSplits:
         test=ImageFileDataset([images / f for f in test.filename], y_test, size, train=False),
         num_classes=2,
         attributes={key: test.attr[:, column[name]].numpy() for key, name in SENSITIVE.items()},
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size, in_channels=3, test_labels=y_test)
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size, in_channels=3, test_labels=y_test,
+        class_names=value_names(train.attr_names[column[label]]),  # the file's header name
+        attribute_values={key: value_names(train.attr_names[column[name]])
+                          for key, name in SENSITIVE.items()})
 
 
 def _register(name: str, label: str) -> None:
     @register_dataset(name, num_classes=2, batch_size=256,
+                      downloadable=True,
                       defaults={"image_size": 224, "balance_seed": 0},
                       attributes=tuple(SENSITIVE), augmentation=AUGMENTATION, check=check_options,
                       source=f"torchvision.datasets.CelebA (aligned), label {label}; train "

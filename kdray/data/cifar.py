@@ -12,7 +12,9 @@ that its integrity check tests only that the files exist: user-placed copies and
 test files load, and nothing is ever fetched when the files are present. The 50k/10k
 uint8 images are decoded once per node into ``<data_dir>/npy/<name>/`` and returned as
 :class:`TensorData` (labels: the 10 classes, or CIFAR-100's 100 fine labels). Once that
-cache exists the raw files are not read again (delete it after replacing them).
+cache exists the raw files are not read again (delete it after replacing them). Class names
+are the meta file's: ``batches.meta`` ``label_names`` (CIFAR-10), ``meta``
+``fine_label_names`` (CIFAR-100), cached with the arrays.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from kdray.data.stream import cached_arrays, fetch_files
 # per-channel mean/std of the training images (pixel values in [0, 1])
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+# what the release's batches.meta holds; written by the tiny writer only (the loader reads the file)
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")
 
 
 def _files_only(cls: type) -> type:
@@ -42,6 +47,17 @@ def _files_only(cls: type) -> type:
 
 
 CIFAR10Files, CIFAR100Files = _files_only(CIFAR10), _files_only(CIFAR100)
+
+
+def meta_class_names(base: Path, tv_cls: type) -> list[str] | None:
+    """The class names in the release's meta pickle (``label_names`` / ``fine_label_names``),
+    or None when the file is not there."""
+    path = base / tv_cls.meta["filename"]
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        meta = pickle.load(f, encoding="latin1")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in meta[tv_cls.meta["key"]]]
 
 
 def _load(name: str, tv_cls: type, files_cls: type, num_classes: int,
@@ -62,21 +78,27 @@ def _load(name: str, tv_cls: type, files_cls: type, num_classes: int,
             ds = files_cls(raw, train=train, download=False)
             out[f"x_{split}"] = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # NHWC -> NCHW
             out[f"y_{split}"] = np.asarray(ds.targets, dtype=np.int64)
+        out["class_names"] = np.asarray(meta_class_names(base, tv_cls))
         return out
 
-    a = {k: torch.from_numpy(v) for k, v in cached_arrays(root / "npy" / name, decode).items()}
+    arrays = cached_arrays(root / "npy" / name, decode)
+    names = arrays.pop("class_names", None)  # absent from caches made before names were kept
+    names = [str(n) for n in names] if names is not None else meta_class_names(base, tv_cls)
+    a = {k: torch.from_numpy(v) for k, v in arrays.items()}
     return DatasetSplits(train=TensorData(a["x_train"], a["y_train"]),
                          test=TensorData(a["x_test"], a["y_test"]), num_classes=num_classes,
-                         mean=mean, std=std, image_size=32, in_channels=3)
+                         mean=mean, std=std, image_size=32, in_channels=3, class_names=names)
 
 
 @register_dataset("cifar10", num_classes=10, batch_size=128, defaults={},
+                  downloadable=True,
                   source="torchvision.datasets.CIFAR10 (cifar-10-batches-py)")
 def load_cifar10(options: dict, root: Path) -> DatasetSplits:
     return _load("cifar10", CIFAR10, CIFAR10Files, 10, CIFAR10_MEAN, CIFAR10_STD, root)
 
 
 @register_dataset("cifar100", num_classes=100, batch_size=128, defaults={},
+                  downloadable=True,
                   source="torchvision.datasets.CIFAR100 (cifar-100-python, fine labels)")
 def load_cifar100(options: dict, root: Path) -> DatasetSplits:
     return _load("cifar100", CIFAR100, CIFAR100Files, 100, CIFAR100_MEAN, CIFAR100_STD, root)
@@ -103,7 +125,7 @@ def tiny_cifar10(root: Path) -> dict:
     for i in range(1, 6):
         _pickle(base / f"data_batch_{i}", _batch(rng, 4, 10, "labels", f"training batch {i} of 5"))
     _pickle(base / "test_batch", _batch(rng, 10, 10, "labels", "testing batch 1 of 1"))
-    _pickle(base / "batches.meta", {"label_names": [f"class{i}" for i in range(10)],
+    _pickle(base / "batches.meta", {"label_names": list(CIFAR10_NAMES),
                                     "num_cases_per_batch": 4, "num_vis": 3072})
     return {}
 

@@ -35,7 +35,8 @@ def load_digits(options: dict, root: Path) -> DatasetSplits:
     tr, te = np.sort(tr), np.sort(te)
     return DatasetSplits(train=TensorData(x[tr], y[tr]), test=TensorData(x[te], y[te]),
                          num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3,
-                         image_size=size, in_channels=3)
+                         image_size=size, in_channels=3,
+                         class_names=[str(c) for c in bunch.target_names])  # the digits 0-9
 
 
 @register_tiny("digits")

@@ -28,7 +28,8 @@ What is derived, per post:
   truncated and padded to ``max_length`` tokens.
 
 Files: the dataset is saved under ``{data_dir}/hatexplain/`` and the tokenizer under
-``{data_dir}/tokenizers/{name}/``, each fetched once per node (``kdray.data.fetch.once``);
+``{data_dir}/tokenizers/{name}/``, each fetched once per node (``kdray.data.fetch.fetched``;
+on a cluster, copied from the results store, where the sweep driver put them once);
 afterwards both load from disk without touching the network.
 """
 
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from kdray.data import DatasetSplits, TensorData, register_dataset, register_tiny
-from kdray.data.fetch import once
+from kdray.data.fetch import fetched, once
 
 HUB_ID = "Hate-speech-CNERG/hatexplain"
 RAW_URL = "https://raw.githubusercontent.com/hate-alert/HateXplain/master/Data/"
@@ -56,6 +57,7 @@ TOXIC_LABELS = frozenset({0, 2})  # hatespeech, offensive
 RACE_GROUPS = frozenset({"African", "Arab", "Asian", "Caucasian", "Hispanic"})
 GENDER_GROUPS = frozenset({"Men", "Women"})
 ATTRIBUTE_GROUPS = {"gender": GENDER_GROUPS, "race": RACE_GROUPS}
+ATTRIBUTE_VALUES = ("not targeted", "targeted")  # 1: a majority named one of the attribute's groups
 
 
 # ------------------------------------------------------------------ labels and attributes
@@ -160,6 +162,15 @@ def _download(target: Path) -> None:
     dd.save_to_disk(str(target))
 
 
+def _label_names(feats) -> list[str]:
+    """The annotators' ClassLabel names (hatespeech, normal, offensive) from the dataset's
+    features, however ``datasets`` nests them (``Sequence({...})`` or a dict of lists)."""
+    annotators = feats["annotators"]
+    label = (annotators.feature if hasattr(annotators, "feature") else annotators)["label"]
+    label = getattr(label, "feature", label)  # a List(ClassLabel) in datasets >= 4
+    return list(label.names)
+
+
 def _tokenizer_dir(root: Path, name: str) -> Path:
     return root / "tokenizers" / name.replace("/", "--")
 
@@ -171,12 +182,14 @@ def load_tokenizer(root: Path, name: str):
     def build(tmp: Path) -> None:
         AutoTokenizer.from_pretrained(name).save_pretrained(str(tmp))
 
-    folder = once(_tokenizer_dir(root, name), build, what=f"tokenizer {name}")
+    folder = fetched(_tokenizer_dir(root, name), build, what=f"tokenizer {name}",
+                     key=f"tokenizers/{_tokenizer_dir(root, name).name}")
     return AutoTokenizer.from_pretrained(str(folder))
 
 
 # ------------------------------------------------------------------ the loader
 @register_dataset("hatexplain", num_classes=2, batch_size=32,
+                  downloadable=True,
                   defaults={"tokenizer": "bert-base-uncased", "max_length": 128},
                   attributes=("gender", "race"), modality="text", augmentation="none",
                   source=f"HF datasets {HUB_ID} (Mathew et al. 2021)")
@@ -188,7 +201,8 @@ def load_hatexplain(options: dict, root: Path) -> DatasetSplits:
     max_length = options["max_length"]
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length: {max_length!r} is not an integer >= 2 (dataset hatexplain)")
-    folder = once(root / "hatexplain", _download, what=f"hatexplain ({HUB_ID})")
+    folder = fetched(root / "hatexplain", _download, what=f"hatexplain ({HUB_ID})",
+                     key="hatexplain")
     dd = datasets.load_from_disk(str(folder))
     tokenizer = load_tokenizer(root, str(options["tokenizer"]))
     if tokenizer.pad_token_id is None:
@@ -201,9 +215,13 @@ def load_hatexplain(options: dict, root: Path) -> DatasetSplits:
 
     train_texts, train_y, _ = derive(dd["train"])
     test_texts, test_y, attributes = derive(dd["test"])
+    labels = _label_names(dd["train"].features)
+    class_names = [labels[1], "toxic"]  # 0: "normal"; 1: "hatespeech" or "offensive"
     return DatasetSplits(train=TensorData(encode(train_texts), train_y),
                          test=TensorData(encode(test_texts), test_y),
                          num_classes=2, attributes=attributes, modality="text",
+                         class_names=class_names,
+                         attribute_values={name: list(ATTRIBUTE_VALUES) for name in attributes},
                          mean=None, std=None, vocab_size=len(tokenizer),
                          pad_token_id=int(tokenizer.pad_token_id), max_length=max_length)
 

@@ -10,7 +10,10 @@ e.g. with the common ``valprep.sh``), at ``$KDRAY_IMAGENET_DIR`` or else
 
 The location is an environment setting, not a dataset option, so that it never changes a
 run's identity. Labels index the sorted train wnids (``torchvision.datasets.ImageFolder``);
-val folders are mapped through the same index. Both splits are :class:`ImageFileDataset`:
+val folders are mapped through the same index. A class is named by the first name of its
+wnid in a synset mapping next to ``train/`` when there is one (``LOC_synset_mapping.txt`` of
+the Kaggle release or Caffe's ``synset_words.txt``: ``<wnid> <name>, <synonym>, ...`` per
+line), else by its wnid. Both splits are :class:`ImageFileDataset`:
 the test transform is Resize(S * 256/224) + CenterCrop(S); training uses
 ``random_resized_crop_flip`` unless the recipe says otherwise.
 """
@@ -42,12 +45,31 @@ def imagenet_dir(root: Path) -> Path:
     return Path(os.environ.get(IMAGENET_DIR_ENV) or Path(root) / "imagenet").expanduser()
 
 
+MAPPING_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
+
+
+def synset_names(base: Path, wnids: list[str]) -> list[str]:
+    """Each wnid's first name in the first synset mapping file found in ``base``; the wnid
+    itself when there is no file or no entry."""
+    table: dict[str, str] = {}
+    for name in MAPPING_FILES:
+        path = Path(base) / name
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                wnid, _, names = line.strip().partition(" ")
+                if wnid:
+                    table[wnid] = names.split(",")[0].strip()
+            break
+    return [table.get(w) or w for w in wnids]
+
+
 def check_options(options: dict) -> int:
     """``image_size``, or a ValueError naming the bad value."""
     return int_option(options, "image_size", 8, "imagenet")
 
 
 @register_dataset("imagenet", num_classes=1000, batch_size=512, defaults={"image_size": 224},
+                  node_kind="gpu_large",  # staged on the large nodes only (cluster/aws.yaml)
                   augmentation=AUGMENTATION, check=check_options,
                   source=f"ILSVRC-2012 train/ and val/ ImageFolder trees at ${IMAGENET_DIR_ENV} "
                          f"or <data_dir>/imagenet (not downloadable automatically)")
@@ -71,7 +93,7 @@ def load_imagenet(options: dict, root: Path) -> DatasetSplits:
         test=ImageFileDataset([p for p, _ in val], test_labels, size,
                               resize_ratio=256 / 224, train=False),
         num_classes=1000, mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size, in_channels=3,
-        test_labels=test_labels)
+        test_labels=test_labels, class_names=synset_names(base, train.classes))
 
 
 @register_tiny("imagenet")
@@ -97,4 +119,7 @@ def tiny_imagenet(root: Path) -> dict:
             (base / "train" / w / f"{w}_{i}.JPEG").write_bytes(data)
             (base / "val" / w).mkdir(parents=True)
             (base / "val" / w / f"ILSVRC2012_val_{i + 1:08d}.JPEG").write_bytes(data)
+    # the Kaggle release's mapping, one line per wnid in wnid order
+    (base / "LOC_synset_mapping.txt").write_text(
+        "".join(f"{w} tiny synset {i}, alias {i}\n" for i, w in enumerate(wnids)))
     return {"image_size": 32}

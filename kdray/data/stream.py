@@ -2,7 +2,8 @@
 
 - :func:`fetch_files` makes sure a dataset's raw files are under the data directory: files
   already in the expected layout are used as they are (never a network call); otherwise
-  ``build`` downloads them once per node under a file lock (:func:`kdray.data.fetch.once`).
+  they are copied from the results store's mirror of them, or ``build`` downloads them, once
+  per node under a file lock (:func:`kdray.data.fetch.fetched`).
 - :func:`cached_arrays` decodes a small dataset once per node into ``.npy`` files (uint8
   images, int64 labels) so that later trials load it in a second.
 - :class:`ImageFileDataset` streams a large dataset (ImageNet, CelebA) from its image files
@@ -39,22 +40,26 @@ def int_option(options: dict, key: str, minimum: int, dataset: str) -> int:
 
 
 def fetch_files(target: Path, present: Callable[[], bool], build: Callable[[Path], None],
-                *, what: str) -> Path:
+                *, what: str, key: str | None = None) -> Path:
     """``target`` holding a dataset's raw files, downloading them once per node if needed.
 
     ``present()`` says whether the files are already there in the expected layout (put there
     by a user, a test, or an earlier fetch); then nothing is fetched. Otherwise
-    ``build(tmp)`` fills a temporary folder that :func:`fetch.once` renames to ``target``
-    under a file lock, so concurrent trials on one node download once. A ``target`` that
+    ``build(tmp)`` fills a temporary folder that :func:`fetch.fetched` renames to ``target``
+    under a file lock, so concurrent trials on one node download once; within
+    :func:`fetch.mirror`, the copy in the results store (``datasets/{key}.tar``, ``key``
+    defaulting to the folder's name) is used instead of the internet. A ``target`` that
     exists but is incomplete and was not made by a fetch is reported, never deleted.
     """
     target = Path(target)
+    key = key or target.name
     if present():
+        fetch.publish_present(target, key=key)  # only while the sweep driver stages datasets
         return target
     if target.exists() and not fetch.is_ready(target):
         raise FileNotFoundError(f"{what}: {target} exists but does not hold the complete "
                                 f"dataset; complete it, or remove it to download it again")
-    fetch.once(target, build, what=what)
+    fetch.fetched(target, build, key=key, what=what)
     if not present():
         raise FileNotFoundError(f"{what}: {target} was fetched but its files are incomplete; "
                                 f"remove it to download it again")
@@ -127,6 +132,11 @@ class ImageFileDataset(torch.utils.data.Dataset):
     augmentation : one of :data:`AUGMENTATIONS`; the training loop may set
         ``dataset.augmentation`` before it builds its DataLoader.
 
+    The random augmentation of sample ``i`` is a function of ``(seed, epoch, i)`` alone, set
+    by :meth:`set_epoch` before each epoch: not of which DataLoader worker loads it. So a
+    run draws the same crops whatever its worker count, and the students of a cohort see
+    exactly the batches of their lone runs.
+
     Paths are held in a NumPy array, not a list of ``str``, so forked DataLoader workers
     share them instead of copying them page by page as reference counts change.
     """
@@ -141,6 +151,11 @@ class ImageFileDataset(torch.utils.data.Dataset):
         self.resize_ratio = float(resize_ratio)
         self.train = bool(train)
         self.augmentation = augmentation
+        self.epoch_seed = 0
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        """Make the augmentation draws those of run seed ``seed``, epoch ``epoch``."""
+        self.epoch_seed = (int(seed) * 1_000_003 + int(epoch)) * 2_654_435_761
 
     @property
     def augmentation(self) -> str:
@@ -159,4 +174,10 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = v2.functional.pil_to_tensor(read_rgb(str(self.paths[index])))  # uint8 [3, H, W]
-        return self._transform(image).contiguous(), int(self.labels[index])
+        if self._augmentation != "none":  # v2's random transforms draw from the global RNG
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.epoch_seed + int(index)) % (2 ** 63))
+                image = self._transform(image)
+        else:
+            image = self._transform(image)
+        return image.contiguous(), int(self.labels[index])

@@ -36,6 +36,7 @@ class SVHNFiles(SVHN):
 
 
 @register_dataset("svhn", num_classes=10, batch_size=128, defaults={},
+                  downloadable=True,
                   source="torchvision.datasets.SVHN (cropped digits, train/test .mat)")
 def load_svhn(options: dict, root: Path) -> DatasetSplits:
     raw = root / "svhn"
@@ -57,7 +58,8 @@ def load_svhn(options: dict, root: Path) -> DatasetSplits:
     a = {k: torch.from_numpy(v) for k, v in cached_arrays(root / "npy" / "svhn", decode).items()}
     return DatasetSplits(train=TensorData(a["x_train"], a["y_train"]),
                          test=TensorData(a["x_test"], a["y_test"]), num_classes=10,
-                         mean=SVHN_MEAN, std=SVHN_STD, image_size=32, in_channels=3)
+                         mean=SVHN_MEAN, std=SVHN_STD, image_size=32, in_channels=3,
+                         class_names=[str(d) for d in range(10)])  # label d is the digit d
 
 
 @register_tiny("svhn")

@@ -8,11 +8,13 @@ Two sources (option ``source``), each labelled in its own class order:
         train/<wnid>/images/<wnid>_<k>.JPEG        500 per class
         val/images/val_<k>.JPEG + val/val_annotations.txt  (file, wnid, box; tab-separated)
 
-  Labels index the sorted wnids (ImageFolder's order).
+  Labels index the sorted wnids (ImageFolder's order); a class is named by the first of its
+  wnid's names in the release's ``words.txt`` (``<wnid> TAB <name>, <synonym>, ...``), or by
+  its wnid when that file has none.
 
 ``"hf"``, the Hugging Face datasets copy ``zh-plus/tiny-imagenet`` (columns ``image``,
 ``label``; splits ``train`` and ``valid``) saved with ``save_to_disk`` at
-``<data_dir>/tinyimagenet-hf/``. Labels are its ``ClassLabel`` indices.
+``<data_dir>/tinyimagenet-hf/``. Labels are its ``ClassLabel`` indices, named by its names.
 
 The test split is the 10,000-image validation set: the release's test labels are not
 public. Files already there are used as they are; otherwise the zip (MD5 checked) or the
@@ -38,6 +40,33 @@ MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 HF_NAME = "zh-plus/tiny-imagenet"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SOURCES = ("folder", "hf")
+
+
+def words(release: Path, wnids: list[str]) -> list[str]:
+    """Each wnid's first name in the release's ``words.txt``; the wnid itself without one."""
+    path = release / "words.txt"
+    table = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            wnid, _, names = line.partition("\t")
+            table[wnid.strip()] = names.split(",")[0].strip()
+    return [table.get(w) or w for w in wnids]
+
+
+def _folder_names(root: Path) -> list[str] | None:
+    release = root / "tinyimagenet" / "tiny-imagenet-200"
+    if not (release / "wnids.txt").is_file():
+        return None
+    return words(release, sorted((release / "wnids.txt").read_text().split()))
+
+
+def _hf_names(root: Path) -> list[str] | None:
+    copy = root / "tinyimagenet-hf"
+    if not (copy / "dataset_dict.json").is_file():
+        return None
+    import datasets
+
+    return list(datasets.load_from_disk(str(copy))["train"].features["label"].names)
 
 
 def _folder_items(root: Path) -> dict[str, tuple[list, list]]:
@@ -83,6 +112,7 @@ def check_options(options: dict) -> tuple[str, int]:
 
 
 @register_dataset("tinyimagenet", num_classes=200, batch_size=512, check=check_options,
+                  downloadable=True,
                   defaults={"source": "folder", "image_size": 64},
                   source="Tiny ImageNet: tiny-imagenet-200.zip (folder) or HF "
                          "zh-plus/tiny-imagenet (hf); test = the labelled validation set")
@@ -95,13 +125,19 @@ def load_tinyimagenet(options: dict, root: Path) -> DatasetSplits:
         for split, (images, labels) in items.items():
             out[f"x_{split}"] = decode_all(images, size)
             out[f"y_{split}"] = np.asarray(labels, dtype=np.int64)
+        out["class_names"] = np.asarray(names(root))
         return out
 
+    names = _folder_names if source == "folder" else _hf_names
     cache = root / "npy" / f"tinyimagenet-{source}-{size}"
-    a = {k: torch.from_numpy(v) for k, v in cached_arrays(cache, decode).items()}
+    arrays = cached_arrays(cache, decode)
+    class_names = arrays.pop("class_names", None)  # absent from caches made before names were kept
+    class_names = [str(n) for n in class_names] if class_names is not None else names(root)
+    a = {k: torch.from_numpy(v) for k, v in arrays.items()}
     return DatasetSplits(train=TensorData(a["x_train"], a["y_train"]),
                          test=TensorData(a["x_test"], a["y_test"]), num_classes=200,
-                         mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size, in_channels=3)
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size, in_channels=3,
+                         class_names=class_names)
 
 
 # -- tiny files in the real format ------------------------------------------------------
@@ -126,6 +162,10 @@ def tiny_tinyimagenet(root: Path) -> dict:
     rng.shuffle(wnids)
     (release / "val" / "images").mkdir(parents=True, exist_ok=True)
     (release / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    # words.txt names more wnids than the 200 (82,115 in the release), in wnid order
+    entries = sorted([(w, f"tiny thing {i}, alias {i}") for i, w in enumerate(wnids)]
+                     + [("n00001740", "entity"), ("n99999999", "unused, never a class")])
+    (release / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in entries))
     hf = {"train": ([], []), "valid": ([], [])}
     names = sorted(wnids)
     annotations = []

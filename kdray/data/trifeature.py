@@ -53,6 +53,7 @@ TEMPLATE_SIZE = 128       # s: shape templates are s x s, pasted unscaled into t
 TEXTURE_SCALE = 10        # k
 ANGLES = (-45, 45)        # integer rotation angles, uniform in [-45, 45)
 N_COMBOS = len(SHAPES) * len(TEXTURES) * len(COLOURS)
+FEATURE_NAMES = {"shape": SHAPES, "texture": TEXTURES, "colour": COLOURS}  # label order 0-9
 VERSION = 1               # bump when the rendered images change (part of the cache key)
 
 
@@ -344,6 +345,9 @@ def _load(options: dict, root: Path, label: str) -> DatasetSplits:
     attributes = {a: feats[f][:t] for a, f in names.items() if f != label}
     return DatasetSplits(train=TensorData(x[t:], y[t:]), test=TensorData(x[:t], y[:t]),
                          num_classes=10, attributes=attributes,
+                         class_names=list(FEATURE_NAMES[label]),
+                         attribute_values={a: list(FEATURE_NAMES[f]) for a, f in names.items()
+                                           if f != label},
                          mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
                          image_size=o["image_size"], in_channels=3)
 

@@ -4,12 +4,14 @@ Every model maps an input batch to logits ``[B, num_classes]``: images as float
 ``[B, C, H, W]``, text as int64 token ids ``[B, L]`` (the model derives its attention mask
 from the padding id). Register a model with::
 
-    @register_model("resnet20", family="cnn", resources={"cpu": 1, "gpu": 0.25})
+    @register_model("resnet20", family="cnn", resources={"cpu": 1, "gpu": 0.25, "gpu_small": 0.25})
     def resnet20(num_classes: int, *, image_size: int, in_channels: int = 3,
                  pretrained: bool = False) -> nn.Module: ...
 
 ``family`` picks the default recipe (``kdray.spec.FAMILY_RECIPES``); ``resources`` is the
-Ray request of one trial training this model (fractional GPUs share a card).
+Ray request of one trial training this model (fractional GPUs share a card), with the kind
+of node it needs as a custom resource (``gpu_small`` or ``gpu_large``, the same fraction as
+its GPU share; ``kdray.cluster.trial_resources`` explains placement by need).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -26,7 +30,7 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     family: str = "cnn"
     modality: str = "image"
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0.25})
+    resources: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     source: str = ""
 
 
@@ -39,7 +43,7 @@ def register_model(name: str, *, family: str = "cnn", modality: str = "image",
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         MODELS[name] = ModelInfo(name, fn, family, modality,
-                                 dict(resources or {"cpu": 1, "gpu": 0.25}), source)
+                                 dict(resources or DEFAULT_RESOURCES), source)
         return fn
     return deco
 

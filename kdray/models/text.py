@@ -27,7 +27,7 @@ from kdray.models import register_model
 # saves ~8.5 GiB of fp32 activations (measured: 272 MiB per post) plus ~1.8 GB of weights,
 # gradients and AdamW state; DistilBERT ~4.3 GiB + 1.1 GB, and its DS trials also run the
 # BERT teacher's forward (together about one BERT training step). Half a card, 2 CPUs each.
-TEXT_RESOURCES = {"cpu": 2, "gpu": 0.5}
+TEXT_RESOURCES = {"cpu": 2, "gpu": 0.5, "gpu_small": 0.5}  # a small node's A10G
 DEFAULT_POSITIONS = 512  # BERT's and DistilBERT's max_position_embeddings
 
 

@@ -1,0 +1,107 @@
+"""The analysis is a one-way pipeline: no import cycle (analysis and kdray), renderers that see
+only the table model, store file names only from kdray.store, study fields from RunSpec."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import graphlib
+import pathlib
+import sys
+
+import pytest
+
+from analysis.groups import MODEL_FIELDS, STUDY_FIELDS, study_key
+from analysis_store import make_spec
+from kdray.spec import RunSpec
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RENDERERS = ["analysis.markdown", "analysis.figures", "analysis.outputs", "analysis.wandb_run",
+             "analysis.cache"]
+
+
+def _modules(package: str) -> dict[str, pathlib.Path]:
+    out = {}
+    for path in (ROOT / package).rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """module -> the package's modules it imports anywhere (top level, in functions, under
+    TYPE_CHECKING): every ``import`` statement counts."""
+    mods = _modules(package)
+    graph = {}
+    for name, path in mods.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(here[:len(here) - node.level + 1] + ([base] if base else []))
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    deps |= {full} if full in mods else ({base} if base in mods else set())
+        graph[name] = deps - {name}
+    return graph
+
+
+@pytest.mark.parametrize("package", ["analysis", "kdray"])
+def test_no_import_cycle(package):
+    graph = import_graph(package)
+    assert len(graph) > 5
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        # graphlib lists each node before the ones that depend on it; reversed: "imports"
+        pytest.fail(f"import cycle in {package}: {' imports '.join(reversed(e.args[1]))}")
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    pkg = tmp_path / "cyc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from cyc.b import x\n")
+    (pkg / "b.py").write_text("def f():\n    from . import a\n")  # lazy, still a cycle
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(import_graph("cyc")).static_order())
+
+
+def test_renderers_see_only_the_table_model():
+    graph = import_graph("analysis")
+    for renderer in RENDERERS:
+        reach, todo = set(), [renderer]
+        while todo:
+            for dep in graph[todo.pop()] - reach:
+                reach.add(dep)
+                todo.append(dep)
+        assert reach <= {"analysis", "analysis.model", "analysis.outputs"}, (renderer, reach)
+
+
+def test_store_file_names_come_from_kdray_store():
+    """No analysis module spells a store file's name; they use kdray.store's constants."""
+    for name, path in _modules("analysis").items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in ("predictions.parquet", "run.json",
+                                          "model.safetensors"), name
+
+
+def test_study_fields_are_runspec_fields_but_the_model_ones():
+    names = [f.name for f in dataclasses.fields(RunSpec)]
+    assert set(MODEL_FIELDS) <= set(names)
+    assert list(STUDY_FIELDS) == [n for n in names if n not in MODEL_FIELDS]
+
+
+@pytest.mark.parametrize("field", STUDY_FIELDS)
+def test_every_study_field_separates_studies(field):
+    spec = make_spec("toy", "nds", "small", 0)
+    other = {**spec, field: ["changed", field]}
+    assert study_key(spec) != study_key(other)
+    for f in MODEL_FIELDS:  # the model's fields never do
+        assert study_key(spec) == study_key({**spec, f: "other"})

@@ -1,0 +1,133 @@
+"""Consistent studies (attribute values by value, class names), run.json's test accuracy, and
+one predictions checksum (kdray.store) behind every reader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import analysis
+from analysis import read
+from analysis.disagreement import comparison_task
+from analysis_store import make_spec, write_run, write_study
+from kdray.store import PREDICTIONS, Store
+
+LABEL = np.repeat(np.arange(3), 10)
+ROLES = (("teacher", "big", {}), ("nds", "small", {}),
+         ("ds", "small", dict(teacher_arch="big", temperature=2.0, alpha=0.8)))
+
+
+def _study(root: str, attributes=lambda s: {}, record=lambda s: None) -> list[str]:
+    return [write_run(root, make_spec("toy", role, arch, s, **extra), LABEL, LABEL,
+                      attributes=attributes(s), record=record(s))
+            for s in range(2) for role, arch, extra in ROLES]
+
+
+def test_attribute_values_that_differ_raise_naming_the_runs_and_the_attribute(tmp_path,
+                                                                             ray_local):
+    root = str(tmp_path / "store")
+    male = np.tile([0, 1], 15)
+    ids = _study(root, attributes=lambda s: {"male": male, "young": np.zeros(30, int)})
+    odd_male = male.copy()
+    odd_male[[4, 9]] = 1 - odd_male[[4, 9]]  # same samples, two values differ
+    odd = write_run(root, make_spec("toy", "ds", "small", 2, teacher_arch="big",
+                                    temperature=2.0, alpha=0.8), LABEL, LABEL,
+                    attributes={"male": odd_male, "young": np.zeros(30, int)})
+    with pytest.raises(ValueError) as err:
+        analysis.run(root, wandb_mode="disabled")
+    msg = str(err.value)
+    first = sorted(ids + [odd])[0]
+    assert f"runs {first} and {odd} of toy disagree on the sensitive attribute 'male'" in msg
+    assert "2 of 30 test samples differ, e.g. sample_index 4: 0 vs 1" in msg
+
+
+def test_a_missing_attribute_raises_too(tmp_path, ray_local):
+    root = str(tmp_path / "store")
+    ids = _study(root, attributes=lambda s: {"male": np.tile([0, 1], 15)} if s == 0 else {})
+    with pytest.raises(ValueError, match=r"disagree on the sensitive attribute 'male'.*"
+                                         r"has no column 'attr_male'") as err:
+        analysis.run(root, wandb_mode="disabled")
+    assert sum(rid in str(err.value) for rid in ids) == 2
+
+
+def test_class_names_that_differ_raise(tmp_path, ray_local):
+    root = str(tmp_path / "store")
+    _study(root, record=lambda s: {"class_names": ["a", "b", "c"] if s == 0 else ["a", "b", "x"]})
+    with pytest.raises(ValueError, match=r"record different class_names in run.json"):
+        analysis.run(root, wandb_mode="disabled")
+
+
+def test_runs_without_names_take_their_studys_names(tmp_path, ray_local):
+    root = str(tmp_path / "store")
+    _study(root, record=lambda s: {"class_names": ["a", "b", "c"]} if s == 0 else None)
+    analysis.run(root, wandb_mode="disabled", figures=False)
+    cls = pq.read_table(f"{root}/analysis/class_tests.parquet").to_pandas()
+    assert len(cls) and (cls["class_name"] == [("a", "b", "c")[c] for c in cls["class"]]).all()
+
+
+def test_test_accuracy_is_run_jsons_and_computed_only_without_it(tmp_path, ray_local):
+    root = str(tmp_path / "store")
+    recorded = write_run(root, make_spec("toy", "teacher", "big", 0), LABEL, LABEL,
+                         record={"test_accuracy": 0.25})  # predictions say 1.0
+    older = write_run(root, make_spec("toy", "teacher", "big", 1), LABEL,
+                      np.where(np.arange(30) < 6, (LABEL + 1) % 3, LABEL))
+    store = Store(root)
+    rec = store.read_run_json(older)
+    del rec["test_accuracy"]
+    store.write_run_json(older, rec)
+    result = analysis.run(root, wandb_mode="disabled", figures=False)
+    acc = dict(zip(result.runs["run_id"], result.runs["test_accuracy"]))
+    assert acc == {recorded: 0.25, older: pytest.approx(24 / 30)}
+    assert "| toy | teacher | big | 2 | 52.50 ± 38.89 |" in result.tables_md
+
+
+def test_bad_optional_run_json_fields_skip_the_run_named(tmp_path, ray_local):
+    root = str(tmp_path / "store")
+    ids = _study(root, record=lambda s: {"class_names": "abc"} if s == 0 else None)
+    result = analysis.run(root, wandb_mode="disabled", figures=False)
+    assert len(result.summary.skipped) == 3
+    bad = next(iter(result.summary.skipped))
+    assert bad in ids and result.summary.details[bad] == "class_names is not a list of strings"
+
+
+def test_every_reader_verifies_the_checksum_with_the_store(tmp_path, monkeypatch):
+    root = str(tmp_path / "store")
+    made = write_study(root, n_classes=3, per_class=10, seeds=range(2), temperatures=(2.0,))
+    store = Store(root)
+    calls, verified = [], Store.read_verified_predictions
+
+    def spy(self, run_id, sha):
+        calls.append(run_id)
+        return verified(self, run_id, sha)
+
+    monkeypatch.setattr(Store, "read_verified_predictions", spy)
+    t, d = made["teacher"][0], made["ds"][0]
+    sha = {r: store.read_run_json(r)["predictions_sha256"] for r in (t, d)}
+
+    assert store.status(t).complete and calls == [t]
+    row = read._read_task(store, "numpy", {"run_id": t, "sha": sha[t]})
+    assert row["status"] == "ok" and calls[-1] == t
+    out = comparison_task(store, {"name": "x", "pairs": json.dumps([[0, t, d, sha[t], sha[d]]])})
+    assert out["name"] == "x" and calls[-2:] == [t, d]
+    n = len(calls)
+    assert analysis.unchanged_tables(root) is None  # no analysis yet: nothing read
+    analysis_dir = store.path("analysis")
+    store.write_bytes(f"{analysis_dir}/manifest.json", json.dumps(
+        {"runs": {r: store.read_run_json(r)["predictions_sha256"] for r in store.list_run_ids()},
+         "level": 0.05, "normalisation": "ratio"}).encode())
+    store.write_bytes(f"{analysis_dir}/tables.md", b"# old tables\n")
+    assert analysis.unchanged_tables(root) == "# old tables\n"
+    assert set(calls[n:]) == set(store.list_run_ids())  # the cache check verified every run
+
+    # a mismatch, as each reader reports it
+    other = store.read_bytes(store.run_path(d, PREDICTIONS))
+    store.write_bytes(store.run_path(t, PREDICTIONS), other)
+    assert store.status(t).reason == "predictions_sha256 does not match predictions.parquet"
+    assert read._read_task(store, "numpy", {"run_id": t, "sha": sha[t]})["status"] == \
+        "checksum mismatch"
+    with pytest.raises(ValueError, match=f"run {t}: predictions.parquet changed"):
+        comparison_task(store, {"name": "x", "pairs": json.dumps([[0, t, d, sha[t], sha[d]]])})
+    assert analysis.unchanged_tables(root) is None

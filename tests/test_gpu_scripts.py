@@ -1,0 +1,71 @@
+"""``benchmarks/gpu_throughput.py`` and ``benchmarks/gpu_study.py`` run on the CPU in their
+``--tiny`` mode (their real code paths, a few steps), in a process where Ray, W&B,
+fairlearn, matplotlib, timm and transformers cannot be imported: a GPU box without them
+runs both. (What they measure needs a GPU; these check that they run and print.)"""
+
+import os
+import re
+import subprocess
+import sys
+
+from kdray.store import Store
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+BLOCKED = "ray wandb fairlearn matplotlib timm transformers"
+RUNNER = """
+import importlib.abc, runpy, sys
+blocked = set(sys.argv[1].split())
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"{name} is blocked: a GPU script must run without it")
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_script(name: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", RUNNER, BLOCKED,
+                          os.path.join(ROOT, "benchmarks", name), *args],
+                         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_gpu_study_tiny_trains_a_study_and_prints_its_statistics(tmp_path, data_root):
+    store = tmp_path / "store"
+    text = run_script("gpu_study.py", "--tiny", "--store", str(store), "--data-dir", data_root)
+    assert "CPU; torch" in text and "2 seeds, T = 2, 4, 1 epochs: 8 runs" in text
+    for line in ("teacher resnet20             2", "NDS lenet5                   2",
+                 "DS lenet5 T=2                2", "DS lenet5 T=4                2"):
+        assert line in text, line
+    assert "#SC vs NDS" in text and "#TC vs teacher" in text
+    sig = [ln for ln in text.splitlines() if ln.startswith("DS lenet5 T=") and "±" not in ln]
+    assert len(sig) == 2 and all(0 <= int(v) <= 10 for ln in sig for v in ln.split()[3:])
+    fair = [ln for ln in text.splitlines() if " color " in ln or " texture " in ln]
+    assert len(fair) == 8  # 4 models x 2 attributes
+    assert "wall time:" in text.splitlines()[-1]
+    runs = Store(str(store)).list_run_ids()
+    assert len(runs) == 8 and all(Store(str(store)).is_complete(r) for r in runs)
+
+
+def test_gpu_throughput_tiny_measures_every_row(tmp_path):
+    text = run_script("gpu_throughput.py", "--tiny")
+    table = text[text.index("student images/s (CPU"):].splitlines()
+    names = ["lone DS trial, eager", "lone DS trial, CUDA graph",
+             "lone DS trial, CUDA graph, deterministic", "cohort of 2 DS, eager",
+             "cohort of 2 DS, CUDA graph", "cohort of 2 DS, CUDA graph, teacher bf16 once",
+             "2 processes: lone DS trial, CUDA graph", "2 processes: cohort of 2 DS, CUDA graph"]
+    rows = [ln for ln in table if any(ln.startswith(n + " ") for n in names)]
+    assert [next(n for n in sorted(names, key=len, reverse=True) if r.startswith(n + " "))
+            for r in rows] == names
+    figures = [re.search(r"\s([\d,]+)\s+([\d.]+)x\s", row) for row in rows]
+    assert all(f is not None for f in figures), rows
+    assert all(float(f.group(1).replace(",", "")) > 0 for f in figures)
+    assert figures[0].group(2) == "1.0"  # the eager lone trial is the reference
+    for name, row in zip(names, rows):  # no graph on the CPU; the eager rows turn it off
+        assert row.endswith("eager (turned off)" if name.endswith(", eager")
+                            else "eager (not on CUDA)"), row
+    assert table[-1].startswith("goal (>= 90,000 student img/s aggregate")
