@@ -156,7 +156,8 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
     cpus = requested.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     gpu.limit_memory(requested.get("GPU", 0))  # a trial sharing a card stays in its share
-    pending = [s for s in specs if not store.is_complete(s.run_id)]  # an earlier attempt's
+    pending = [s for s in specs  # an earlier attempt's commits count; a teacher's weights too
+               if not store.status(s.run_id, verify_model=s.role == "teacher").complete]
     if not pending:
         tune.report({"epoch": specs[0].epochs, "final": {}, "failed": {}, "already_complete": True})
         return
@@ -288,13 +289,14 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan, *, wan
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     results = tuner.fit()
     unreported = {s.run_id for s in specs}
+    teachers = {s.run_id for s in specs if s.role == "teacher"}
     for result in results:
         ids = [RunSpec.from_dict(d).run_id for d in result.config["specs"]]
         diverged = (result.metrics or {}).get("failed") or {}
         gave_up = retries.gave_up.get((result.metrics or {}).get("trial_id"))
         for run_id in ids:
             unreported.discard(run_id)
-            if store.is_complete(run_id):
+            if store.status(run_id, verify_model=run_id in teachers).complete:
                 report.ran.append(run_id)
             elif run_id in diverged:
                 report.failed[run_id] = diverged[run_id]

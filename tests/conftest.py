@@ -89,3 +89,43 @@ def data_root(tmp_path_factory):
 
 # Small Trifeature: 1,000 train / 1,000 test images at 16 px (every combination in both).
 TINY_TRIFEATURE = {"image_size": 16, "per_combination": 2, "test_per_combination": 1}
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """16 px digits, in memory: the small image dataset of the training-loop tests."""
+    from kdray.data import load_dataset
+
+    return load_dataset("digits", {"image_size": 16})
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(digits):
+    """A ResNet-20 teacher trained one epoch on ``digits`` (for DS and cohort tests)."""
+    from kdray import RunSpec
+    from kdray.train import Trainer
+
+    spec = RunSpec(dataset="digits", role="teacher", arch="resnet20", epochs=1, batch_size=64,
+                   data={"image_size": 16})
+    tr = Trainer(spec, digits, device="cpu")
+    tr.fit()
+    return tr.model.eval()
+
+
+@pytest.fixture
+def dropout_arch():
+    """A small conv net whose forward draws random numbers (dropout, as DistilBERT and TinyViT
+    do), registered for one test only (the registry-wide model tests never see it)."""
+    import torch.nn as nn
+
+    from kdray.models import MODELS, register_model
+
+    def dropout_net(num_classes: int, *, image_size: int, in_channels: int = 3,
+                    pretrained: bool = False) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(0.5),
+                             nn.Linear(128, num_classes))
+
+    register_model("dropout_net", family="cnn")(dropout_net)
+    yield "dropout_net"
+    del MODELS["dropout_net"]

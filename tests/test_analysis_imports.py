@@ -50,9 +50,19 @@ def import_graph(package: str) -> dict[str, set[str]]:
     return graph
 
 
+def without_registrations(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph less the edges from a package's ``__init__`` to its own direct submodules:
+    ``kdray.data`` and ``kdray.models`` import their submodules last, so that each registers
+    its datasets/models in the registry the package defines (timm's pattern). Every other
+    edge, lazy ones included, still counts."""
+    return {m: {d for d in deps if d.rpartition(".")[0] != m} for m, deps in graph.items()}
+
+
 @pytest.mark.parametrize("package", ["analysis", "kdray"])
 def test_no_import_cycle(package):
     graph = import_graph(package)
+    if package == "kdray":
+        graph = without_registrations(graph)
     assert len(graph) > 5
     try:
         list(graphlib.TopologicalSorter(graph).static_order())

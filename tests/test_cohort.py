@@ -7,41 +7,15 @@ import io
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from kdray import RunSpec
 from kdray.data import load_dataset
-from kdray.models import MODELS, register_model
 from kdray.train import Trainer, check_cohort
 
 
-def dropout_net(num_classes: int, *, image_size: int, in_channels: int = 3,
-                pretrained: bool = False) -> nn.Module:
-    """A small conv net whose forward draws random numbers (dropout), like DistilBERT/TinyViT."""
-    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-                         nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, num_classes))
-
-
 @pytest.fixture
-def dropout_arch():
-    """Registered for this test only (the registry-wide model tests never see it)."""
-    register_model("dropout_net", family="cnn")(dropout_net)
-    yield "dropout_net"
-    del MODELS["dropout_net"]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", {"image_size": 16})
-
-
-@pytest.fixture(scope="module")
-def teacher(digits):
-    spec = RunSpec(dataset="digits", role="teacher", arch="resnet20", epochs=1, batch_size=64,
-                   data={"image_size": 16})
-    tr = Trainer(spec, digits, device="cpu")
-    tr.fit()
-    return tr.model
+def teacher(digits_teacher):
+    return digits_teacher
 
 
 def ds(temperature, alpha=0.8, arch="lenet5", **kw):

@@ -187,11 +187,15 @@ def test_placement_sharing_and_a_killed_node_on_a_multi_node_cluster(aws_like_cl
         assert records[run_id]["resumed_from_epoch"] == 0
 
     # ... and each ends with the predictions of an undisturbed run of the same spec
-    torch.set_num_threads(1)  # as the trial (one CPU)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trial (one CPU); restored: later tests' numerics need it
     by_id = {s.run_id: s for s in plan.all}
     for run_id in lost:
-        undisturbed = kdtrial.run(by_id[run_id], Store(tmp_path / "undisturbed"), device="cpu",
-                                  data_root=driver_data, num_workers=0)
+        try:
+            undisturbed = kdtrial.run(by_id[run_id], Store(tmp_path / "undisturbed"),
+                                      device="cpu", data_root=driver_data, num_workers=0)
+        finally:
+            torch.set_num_threads(threads)
         assert undisturbed["resumed_from_epoch"] == 0
         got = store.read_predictions(run_id).column("pred").to_numpy()
         want = Store(tmp_path / "undisturbed").read_predictions(run_id).column("pred").to_numpy()

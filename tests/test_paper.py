@@ -105,9 +105,9 @@ def test_dry_run_prints_the_plan_and_writes_plan_json(tmp_path):
 
 
 def test_bad_flags_fail_before_any_work(tmp_path):
-    for args, message in [(["--temperatures", "-1"], "temperatures: -1.0 is not > 0"),
+    for args, message in [(["--temperatures", "-1"], "--temperatures: -1 is not > 0"),
                           (["--datasets", "mnist"], "--datasets: 'mnist' is not in this sweep"),
-                          (["--alphas", "2"], "alphas: 2.0 is not in [0, 1]"),
+                          (["--alphas", "2"], "--alphas: 2 is not in [0, 1]"),
                           (["--resources", "resnet99=cpu:1"], "--resources: 'resnet99=cpu:1'")]:
         out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "full_paper.py"), *args,
                               "--store", str(tmp_path / "s")], capture_output=True, text=True)

@@ -8,15 +8,12 @@ that turn capture off."""
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from kdray import RunSpec, gpu
-from kdray.data import load_dataset
 from kdray.graph import StaticBatch
-from kdray.models import MODELS, build_model, register_model
-from kdray.train import (N_VIEWS, Trainer, augment_views, build_optimizer, epoch_seed, kd_loss,
-                         lr_factor)
+from kdray.models import build_model
+from kdray.train import N_VIEWS, Trainer, augment_views, epoch_seed, kd_loss, lr_factor
 
 
 # ----------------------------------------------------------------------------------------
@@ -97,31 +94,9 @@ def assert_bitwise(trainer: Trainer, reference) -> None:
 # ----------------------------------------------------------------------------------------
 # Fixtures
 # ----------------------------------------------------------------------------------------
-def dropout_net(num_classes: int, *, image_size: int, in_channels: int = 3,
-                pretrained: bool = False) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-                         nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, num_classes))
-
-
 @pytest.fixture
-def dropout_arch():
-    register_model("static_dropout_net", family="cnn")(dropout_net)
-    yield "static_dropout_net"
-    del MODELS["static_dropout_net"]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", {"image_size": 16})
-
-
-@pytest.fixture(scope="module")
-def teacher(digits):
-    spec = RunSpec(dataset="digits", role="teacher", arch="resnet20", epochs=1, batch_size=64,
-                   data={"image_size": 16})
-    tr = Trainer(spec, digits, device="cpu")
-    tr.fit()
-    return tr.model.eval()
+def teacher(digits_teacher):
+    return digits_teacher
 
 
 def spec_(role="teacher", arch="resnet20", **kw):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRIFEATURE
+from kdray.checkpoint import Cadence
 from kdray.grid import COHORT_MAX, Experiment, cohort_cap, cohorts, expand, parse_cohort_sizes
 from kdray.plan import cohort_gpu_hours, format_plan, gpu_hours, plan_json
 from kdray.store import MODEL, Store
@@ -88,9 +89,10 @@ def test_killed_cohort_resumes_every_student_from_its_checkpoint(ray_local, data
     assert run_sweep([one], clean, data_dir=data_root).ok
     monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")  # each trial dies after epoch 1
     crashed = Store(tmp_path / "crashed")
-    report = run_sweep([one], crashed, data_dir=data_root, max_failures=1)
+    report = run_sweep([one], crashed, data_dir=data_root, max_failures=1,
+                       checkpoint=Cadence(every_epochs=1))  # a resume checkpoint every epoch
     assert report.ok, report.format()
-    assert len(os.listdir(tmp_path / "markers")) == len(plan)  # the cohort trial died too
+    assert len(os.listdir(tmp_path / "markers")) == len(plan.stage1) + 1  # the cohort died once
     records = {s.run_id: crashed.read_run_json(s.run_id) for s in plan.ds}
     assert all(r["resumed_from_epoch"] == 1 for r in records.values())
     assert all(r["cohort"] == sorted(records) for r in records.values())  # one trial, both
