@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdray import gpu
-from kdray.data import DatasetSplits, TensorData
+from kdray.data import DatasetSplits, TensorData, epoch_seed
 from kdray.graph import StaticBatch, StepGraph
 from kdray.models import build_model
 from kdray.spec import RunSpec
@@ -443,10 +443,6 @@ class Trainer:
         preds, labels = self.predict_all(split, batch_size)
         return preds[self.students[0].run_id], labels
 
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch``'s data order and augmentation draws."""
-    return seed * 1_000_003 + epoch
 
 
 def check_cohort(specs: Sequence[RunSpec]) -> None:

@@ -222,6 +222,12 @@ def write_tiny(name: str, root: str | os.PathLike) -> dict[str, Any]:
     return dict(TINY_WRITERS[name](Path(root)))
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of run seed ``seed``'s epoch ``epoch``: its data order and augmentation draws
+    (the in-memory loop's generator, and a streamed sample's crop with its index added)."""
+    return seed * 1_000_003 + epoch
+
+
 # The registrations (imported for their side effect).
 from kdray.data import fetch  # noqa: E402
 from kdray.data import digits as _digits  # noqa: E402,F401

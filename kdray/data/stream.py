@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from kdray.data import fetch
+from kdray.data import epoch_seed, fetch
 
 AUGMENTATIONS = ("none", "crop_flip", "random_resized_crop_flip")
 
@@ -155,7 +155,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         """Make the augmentation draws those of run seed ``seed``, epoch ``epoch``."""
-        self.epoch_seed = (int(seed) * 1_000_003 + int(epoch)) * 2_654_435_761
+        self.epoch_seed = epoch_seed(int(seed), int(epoch)) * 2_654_435_761
 
     @property
     def augmentation(self) -> str:
