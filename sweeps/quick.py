@@ -11,15 +11,15 @@ The laptop recipe is chosen so that the students learn the task in 5 epochs: Ada
 weight decay 1e-3, batch 16, lr / 10 after epoch 4) and no augmentation. With the paper's
 random crop (4 px of padding) and flip on 16 px stimuli, LeNet-5 NDS ended anywhere between
 27 % and 92 % test accuracy after 8 epochs (SGD or AdamW, batch 16 or 32, by seed); without
-it, this recipe run with kdray's own trainer (5 seeds) gave teachers 99.9 % test accuracy,
-NDS 97.2 % (sample std 0.4 across seeds) and DS 97.3 % (T = 1), 96.3 % (T = 2) and 95.6 %
-(T = 4), stds 0.3-0.9; this script printed exactly those in each of its runs. Five epochs are
-not the paper's 100, and the paper's trends (its Tables 2 and 9) need ``sweeps/full_paper.py``.
+it, this recipe (5 seeds) gave teachers 99.8 % test accuracy, NDS 97.3 % (sample std 0.3
+across seeds) and DS 97.1 % (T = 1), 97.0 % (T = 2) and 96.0 % (T = 4), stds 0.7-0.9; this
+script printed exactly those in each of its runs. Five epochs are not the paper's 100, and the
+paper's trends (its Tables 2 and 9) need ``sweeps/full_paper.py``.
 
-Time on the 2-core development machine, from an empty store and data directory to the
-printed tables, while other jobs shared its cores (1-minute load average 2.5 to 10): 5 min
-56 s, 6 min 56 s, 7 min 21 s and 10 min 2 s in four runs; run again, 5.3 s. One CPU thread,
-at a load of about 2.7: a teacher trains in 30 s, an NDS in 5 s, a cohort of 3 DS in 24 s.
+Time on the 2-core development machine (quiet, 2026-11-26), from an empty store and data
+directory to the printed tables: 2 min 46 s and 2 min 48 s in two runs; run again, 4.4 s.
+One CPU thread per trial, two trials at a time: a teacher trains in 22 s, an NDS in 4 s, a
+cohort of 3 DS in 19 s (the sums of their epochs' times in ``run.json``).
 """
 
 import sys
