@@ -87,10 +87,13 @@ def student_images_per_second(specs: list[RunSpec], data: DatasetSplits, teacher
 
 
 @torch.no_grad()
-def shared_seconds(spec: RunSpec, data: DatasetSplits, teacher: torch.nn.Module, device: str) -> float:
-    """Seconds of one epoch of what a cohort shares: the data draw, the input pipeline and
-    the teacher's forward, per batch, as the trainer runs them (no student)."""
+def shared_seconds(spec: RunSpec, data: DatasetSplits, teacher: torch.nn.Module, device: str
+                   ) -> tuple[float, int]:
+    """``(seconds, images)`` of one run's training of what a cohort shares: the data draw,
+    the input pipeline and the teacher's forward, per batch, as the trainer runs them (no
+    student), timed on one epoch."""
     trainer = Trainer([spec], data, device=device, teacher=teacher, num_workers=0)
+    images = trainer.steps_per_epoch * trainer.batch_size * spec.epochs
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -99,7 +102,7 @@ def shared_seconds(spec: RunSpec, data: DatasetSplits, teacher: torch.nn.Module,
             trainer.teacher(trainer._inputs(x, views))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) * spec.epochs
+    return (time.perf_counter() - t0) * spec.epochs, images
 
 
 def bench(case, device: str, repeats: int) -> float:
@@ -115,13 +118,12 @@ def bench(case, device: str, repeats: int) -> float:
     ratio = together / lone
     print(f"{device:>5}  {name}:  lone {lone:,.0f} img/s   cohort {together:,.0f} img/s   "
           f"ratio {ratio:.2f}x", flush=True)
-    # What sharing alone explains: with a lone run's epoch L and its shared part S timed on
+    # What sharing alone explains: with a lone run's time L and its shared part S timed on
     # its own, a cohort that saves exactly S for N - 1 runs takes S + N (L - S) against N L.
-    trainer = Trainer(specs[:1], data, device=device, teacher=teacher, num_workers=0)
-    lone_epoch = trainer.steps_per_epoch * trainer.batch_size * specs[0].epochs / lone
-    shared = shared_seconds(specs[0], data, teacher, device)
-    model = n * lone_epoch / (shared + n * max(lone_epoch - shared, 0.0))
-    print(f"{'':>5}  shared work (data draw, teacher forward), timed alone: {shared / lone_epoch:.0%} "
+    shared, images = shared_seconds(specs[0], data, teacher, device)
+    lone_run = images / lone
+    model = n * lone_run / (shared + n * max(lone_run - shared, 0.0))
+    print(f"{'':>5}  shared work (data draw, teacher forward), timed alone: {shared / lone_run:.0%} "
           f"of a lone run's time; a cohort of {n} saving exactly that: {model:.2f}x", flush=True)
     return ratio
 

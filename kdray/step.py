@@ -116,20 +116,18 @@ def build_optimizer(spec: RunSpec, model: nn.Module, device_lr: torch.device | N
         (no_decay if p.ndim <= 1 and spec.optimizer == "adamw" else decay).append(p)
     groups = [{"params": decay, "weight_decay": spec.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    sgd = spec.optimizer == "sgd"
-    if device_lr is None:
-        fused = {"fused": True} if next(model.parameters()).device.type in FUSED_DEVICES else {}
-        if sgd:
-            return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum or 0.0, **fused), None
-        return torch.optim.AdamW(groups, lr=spec.lr, **fused), None
-    lr = torch.tensor(spec.lr, dtype=torch.float32, device=device_lr)
-    if sgd:
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=spec.momentum or 0.0, fused=True)
+    lr = None if device_lr is None else torch.tensor(spec.lr, dtype=torch.float32, device=device_lr)
+    on = device_lr if device_lr is not None else next(model.parameters()).device
+    kernels = {"fused": True} if on.type in FUSED_DEVICES else {}
+    if spec.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=spec.lr if lr is None else lr,
+                                    momentum=spec.momentum or 0.0, **kernels)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=lr, fused=True,
-                                      capturable=device_lr.type == "cuda")
-    for group in optimizer.param_groups:
-        group["initial_lr"] = spec.lr
+        optimizer = torch.optim.AdamW(groups, lr=spec.lr if lr is None else lr, **kernels,
+                                      capturable=lr is not None and on.type == "cuda")
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["initial_lr"] = spec.lr
     return optimizer, lr
 
 

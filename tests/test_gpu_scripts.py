@@ -1,7 +1,9 @@
-"""``benchmarks/gpu_throughput.py`` and ``benchmarks/gpu_study.py`` run on the CPU in their
-``--tiny`` mode (their real code paths, a few steps), in a process where Ray, W&B,
-fairlearn, matplotlib, timm and transformers cannot be imported: a GPU box without them
-runs both. (What they measure needs a GPU; these check that they run and print.)"""
+"""The benchmarks that train (``gpu_throughput.py``, ``gpu_study.py``, ``cohort.py``,
+``optimizer_step.py``) run on the CPU in their ``--tiny`` mode (their real code paths, a few
+steps), in a process where Ray, W&B, fairlearn, matplotlib, timm and transformers cannot be
+imported: a GPU box without them runs each. (What they measure is read on a quiet machine or
+a GPU, not here: no figure is asserted; these check that they run and print every line they
+promise.)"""
 
 import os
 import re
@@ -69,3 +71,25 @@ def test_gpu_throughput_tiny_measures_every_row(tmp_path):
         assert row.endswith("eager (turned off)" if name.endswith(", eager")
                             else "eager (not on CUDA)"), row
     assert table[-1].startswith("goal (>= 90,000 student img/s aggregate")
+
+
+def test_cohort_benchmark_prints_both_cases_their_shared_share_and_the_speedup():
+    lines = run_script("cohort.py", "--tiny").splitlines()
+    ratios = [ln for ln in lines if re.search(r"lone [\d,]+ img/s +cohort [\d,]+ img/s +ratio \d+\.\d\dx", ln)]
+    assert [r.split(":")[0].split("  ", 2)[-1] for r in ratios] == [
+        "resnet20 -> lenet5, trifeature-shape 16 px, N = 3",
+        "resnet56 -> resnet20, CIFAR-100-shaped 32 px, N = 13"]
+    shared = [ln for ln in lines if "shared work (data draw, teacher forward), timed alone" in ln]
+    assert len(shared) == 2
+    assert re.search(r"a cohort of 3 saving exactly that: \d+\.\d\dx", shared[0])
+    assert re.search(r"a cohort of 13 saving exactly that: \d+\.\d\dx", shared[1])
+    assert re.fullmatch(r"cohort speedup: \d+\.\d\dx \(resnet20 -> lenet5, trifeature-shape 16 px, "
+                        r"N = 3\)", lines[-1])
+
+
+def test_optimizer_benchmark_times_fused_and_default_steps():
+    lines = run_script("optimizer_step.py", "--tiny").splitlines()
+    rows = [ln for ln in lines if "default" in ln and "fused" in ln]
+    assert [ln.split()[1:3] for ln in rows] == [["lenet5", "adamw"], ["resnet20", "adamw"],
+                                               ["resnet20", "sgd"], ["resnet56", "sgd"]]
+    assert all(re.search(r"ratio \d+\.\d\dx$", ln) for ln in rows)
