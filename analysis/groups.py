@@ -182,7 +182,7 @@ def check_same_samples(runs: pd.DataFrame, fingerprints: Mapping[str, str]) -> N
             parts = sorted(by_fp.values(), key=len, reverse=True)
             desc = "; ".join(f"{len(p)} run(s) on test set #{i + 1}: {', '.join(p[:6])}"
                              + (" ..." if len(p) > 6 else "") for i, p in enumerate(parts))
-            raise ValueError(f"runs of {_study_name(dataset, study)} were evaluated on "
+            raise ValueError(f"runs of {study_name(dataset, study)} were evaluated on "
                              f"different test samples (sample_index/label differ); expected "
                              f"one test set: {desc}")
 
@@ -206,13 +206,14 @@ def check_same_attributes(runs: pd.DataFrame, fingerprints: Mapping[str, Mapping
                 if first.get(attr) != other.get(attr):
                     why = explain(ids[0], rid, attr) if explain else ""
                     raise ValueError(
-                        f"runs {ids[0]} and {rid} of {_study_name(dataset, study)} disagree on "
+                        f"runs {ids[0]} and {rid} of {study_name(dataset, study)} disagree on "
                         f"the sensitive attribute {attr!r} of their test samples"
                         + (f": {why}" if why else "") + "; the runs of one study must be "
                         "evaluated on the same samples with the same attributes")
 
 
-def _study_name(dataset: str, study: str) -> str:
+def study_name(dataset: str, study: str) -> str:
+    """A study's name in text: the dataset, and the study label when there is one."""
     return dataset + (f" [{study}]" if study else "")
 
 
@@ -231,10 +232,6 @@ class Names:
     def class_name(self, c: int) -> str:
         c = int(c)
         return self.classes[c] if self.classes and 0 <= c < len(self.classes) else f"class {c}"
-
-    def value_name(self, attribute: str, v: int) -> str:
-        names, v = self.attributes.get(attribute), int(v)
-        return names[v] if names and 0 <= v < len(names) else str(v)
 
 
 def study_names(runs: pd.DataFrame, recorded: Mapping[str, tuple[Any, Any]]
@@ -266,7 +263,7 @@ def study_names(runs: pd.DataFrame, recorded: Mapping[str, tuple[Any, Any]]
                 elif have != names:
                     label = what + (f"[{attr!r}]" if attr else "")
                     raise ValueError(
-                        f"runs {source[(what, attr)]} and {rid} of {_study_name(dataset, study)} "
+                        f"runs {source[(what, attr)]} and {rid} of {study_name(dataset, study)} "
                         f"record different {label} in run.json ({list(have)[:5]} vs "
                         f"{list(names)[:5]}); the runs of one study must label classes alike")
         out[(dataset, study)] = Names(classes, attributes)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.figure_data import heatmap, pair_figures
-from analysis.groups import Names, PairTable, pair_tables, slug
+from analysis.groups import Names, PairTable, pair_tables, slug, study_name
 from analysis.index import StatsIndex
 from analysis.model import Block, Figure, Report, Table, Text
 from analysis.statistics import Comparison, Statistics
@@ -44,10 +44,6 @@ def pm(mean: float, std: float, digits: int = 2) -> str:
     if std is None or not math.isfinite(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def study_name(dataset: str, study: str) -> str:
-    return dataset + (f" [{study}]" if study else "")
 
 
 def pair_title(t: PairTable) -> str:

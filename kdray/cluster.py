@@ -30,7 +30,7 @@ import math
 import os
 import re
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from kdray.runtime import NODE_KINDS
 

@@ -186,7 +186,3 @@ def cast_matmul_weights(model, dtype):
             m.to(dtype)
     return model
 
-
-def is_out_of_memory(error: BaseException) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)

@@ -65,17 +65,6 @@ def n_train(spec: RunSpec) -> int:
     return N_TRAIN.get(spec.dataset, 50_000)
 
 
-def images_per_second(spec: RunSpec) -> float:
-    """Training throughput of one trial of ``spec`` alone on one GPU.
-
-    Conv nets and ViTs scale with the number of input pixels relative to the table's size.
-    DS adds an eval-mode teacher forward, about a third of the teacher's training step:
-    ``1 / (1/s + 1/(3 t))``. Check against PERFORMANCE.md: ResNet-20 from ResNet-56 gives
-    7,544 (measured 8,679); ResNet-18 from ResNet-50 at 224 px gives 6,819 (measured 6,165).
-    """
-    return 1.0 / sum(_seconds_per_image(spec))
-
-
 def _rate(spec: RunSpec, arch: str) -> float:
     """Training images/s of ``arch`` at ``spec``'s input size (table entry, scaled)."""
     size = spec.data.get("image_size") or NATIVE_SIZE.get(spec.dataset, 224)
@@ -87,7 +76,14 @@ def _rate(spec: RunSpec, arch: str) -> float:
 
 
 def _seconds_per_image(spec: RunSpec) -> tuple[float, float]:
-    """(student's training step, teacher's eval forward) seconds per image of ``spec``."""
+    """(student's training step, teacher's eval forward) seconds per image of ``spec`` on one
+    GPU; a lone trial's throughput is ``1 / sum(...)``.
+
+    Conv nets and ViTs scale with the number of input pixels relative to the table's size.
+    DS adds an eval-mode teacher forward, about a third of the teacher's training step:
+    ``1 / (1/s + 1/(3 t))``. Check against PERFORMANCE.md: ResNet-20 from ResNet-56 gives
+    7,544 (measured 8,679); ResNet-18 from ResNet-50 at 224 px gives 6,819 (measured 6,165).
+    """
     student = 1.0 / _rate(spec, spec.arch)
     if spec.role != "ds":
         return student, 0.0

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from kdray import runtime
-from kdray.checkpoint import DEFAULT as DEFAULT_CADENCE, Cadence, load_state, save_state
+from kdray.checkpoint import DEFAULT as DEFAULT_CADENCE, STATE, Cadence, load_state, save_state
 from kdray.cluster import (RetryPolicy, available_node_kinds, cluster_has_gpu, init_ray,
                            largest_node_cpus, parse_resource_overrides, trial_resources,
                            without_node_kinds)
@@ -57,7 +57,7 @@ from kdray.store import Store
 from kdray.tracking import WandbConfig, tune_callback
 
 CRASH_ENV = "KDRAY_CRASH_AFTER_EPOCH"  # fault injection for tests: "<epoch>:<marker dir>[:pause]"
-STATE, META = "state.pt", "checkpoint.json"  # a trial checkpoint: Trainer state + {run_id, epoch}
+META = "checkpoint.json"  # beside checkpoint.STATE in a trial checkpoint: {run_id, epoch}
 
 
 def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:

@@ -212,7 +212,7 @@ class Trainer:
         cohort committed since). Checkpoints of one run from before cohorts load too."""
         if "students" not in state and "run_id" in state:  # a lone run's checkpoint, v1
             state = {"epoch": state["epoch"], "students": {state["run_id"]: {
-                **state, "rng_cpu": state["rng_cpu"], "rng_cuda": None}}}
+                **state, "rng_cuda": None}}}
         saved = state["students"]
         missing = [s.run_id for s in self.students if s.run_id not in saved]
         if missing:

@@ -156,16 +156,14 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, *, device: str | No
         preds, labels = trainer.predict_all()
         n = len(labels)
         per_class_n = np.bincount(labels, minlength=data.num_classes).tolist()
-        for spec in specs:
-            if spec.run_id not in preds:
-                continue
-            pred = preds[spec.run_id]
+        version, device = code_version(), device_name(trainer.device)  # once: a git call each
+        for student in trainer.active:  # the students predict_all predicted, in spec order
+            spec, pred = student.spec, preds[student.run_id]
             per_class = per_class_accuracy(labels, pred, data.num_classes)
             test_accuracy = float((pred == labels).mean()) if n else float("nan")
             table = predictions_table(spec.run_id, spec.to_dict(), np.arange(n), labels, pred,
                                       data.attributes)
             sha = store.write_predictions(spec.run_id, table)
-            student = next(s for s in trainer.students if s.run_id == spec.run_id)
             model_sha = store.write_model(spec.run_id, student.model.state_dict(),
                                           {"run_id": spec.run_id})
             finished = dt.datetime.now(dt.timezone.utc)
@@ -179,9 +177,9 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, *, device: str | No
                 "history": history[spec.run_id], "resumed_from_epoch": resumed_from,
                 "wall_seconds": time.perf_counter() - t0,
                 "started": started.isoformat(), "finished": finished.isoformat(),
-                "code_version": code_version(), "torch_version": torch.__version__,
+                "code_version": version, "torch_version": torch.__version__,
                 "python_version": platform.python_version(),
-                "device": device_name(trainer.device), "host": platform.node(),
+                "device": device, "host": platform.node(),
                 "node": node,  # the Ray node (id, type, kind) it trained on, kdray.runtime
             }
             store.write_run_json(spec.run_id, record)  # the commit marker, last

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdray import RunSpec
-from kdray.data import DatasetSplits, TensorData, load_dataset
+from kdray.data import DatasetSplits, TensorData
 from kdray.models import MODELS, build_model, register_model
 from kdray.models.text import SequenceClassifier
 from kdray.train import Trainer, backward_in_micro_batches, kd_loss
@@ -126,11 +126,6 @@ def test_batchnorm_micro_batches_are_a_different_gradient():
     parts = gradients(model, x, y, losses(y)["ce"], 8)[0]
     rel = max(float((a - b).norm() / a.norm()) for a, b in zip(whole, parts) if a.norm() > 0)
     assert rel > 1e-2  # each micro-batch normalised by its own statistics
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", {"image_size": 16})
 
 
 def vit_spec(**kw):

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from kdray import RunSpec
-from kdray.data import load_dataset
 from kdray.train import N_VIEWS, Trainer, augment_views, kd_loss, lr_factor
 
 
@@ -57,11 +56,6 @@ def test_lr_schedules():
     assert lr_factor(c, 55) == pytest.approx(0.5)
     lin = s.replace(lr_schedule="linear", lr_milestones=(), warmup_epochs=0.0)
     assert lr_factor(lin, 75) == pytest.approx(0.25)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", {"image_size": 16})
 
 
 def _spec(**kw):
