@@ -391,7 +391,7 @@ class Trainer:
         out = {}
         for s in students:  # one host sync per student per epoch
             if not bool(s.tally["finite"]):
-                s.failed = f"loss became non-finite in epoch {self.epoch}"
+                s.failed = divergence_message(self.epoch)
                 continue
             out[s.run_id] = {"epoch": self.epoch, "loss": float(s.tally["loss"]) / seen,
                              "train_accuracy": float(s.tally["correct"]) / seen,
@@ -443,6 +443,13 @@ class Trainer:
         preds, labels = self.predict_all(split, batch_size)
         return preds[self.students[0].run_id], labels
 
+
+
+def divergence_message(epoch: int) -> str:
+    """Why a student stopped when its loss became non-finite, and what a user can try: the
+    sweep's report and ``python -m kdray.trial`` print it as the run's error."""
+    return (f"loss became non-finite in epoch {epoch} (the run diverged; try a lower lr, a "
+            f"longer-trained teacher, or a warm-up: warmup_epochs in the recipe)")
 
 
 def check_cohort(specs: Sequence[RunSpec]) -> None:

@@ -144,6 +144,7 @@ def assert_close_models(a: Trainer, b: Trainer):
         assert torch.allclose(u, v, rtol=1e-4, atol=1e-6), (k, float((u - v).abs().max()))
 
 
+@pytest.mark.trains
 def test_trainer_accumulates_micro_batches_of_the_spec(digits):
     whole = Trainer(vit_spec(**SGD), digits, device="cpu")
     whole.fit()
@@ -154,6 +155,7 @@ def test_trainer_accumulates_micro_batches_of_the_spec(digits):
     assert vit_spec(micro_batch_size=8).run_id != vit_spec().run_id
 
 
+@pytest.mark.trains
 def test_trainer_accumulates_text_micro_batches():
     g = torch.Generator().manual_seed(0)
     ids, labels = torch.randint(1, 50, (96, 12), generator=g), torch.randint(0, 2, (96,), generator=g)
@@ -169,6 +171,7 @@ def test_trainer_accumulates_text_micro_batches():
     assert_close_models(whole, parts)
 
 
+@pytest.mark.trains
 def test_out_of_memory_halves_the_micro_batch_and_retries(digits):
     reference = Trainer(vit_spec(micro_batch_size=8), digits, device="cpu")
     reference.fit()

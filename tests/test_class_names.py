@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray.data import DATASETS, TINY_WRITERS, DatasetSplits, TensorData, load_dataset, write_tiny
 from kdray.data.trifeature import COLOURS, SHAPES, TEXTURES
 
@@ -93,13 +93,14 @@ def test_names_default_to_indices_and_are_checked():
                       attribute_values={"g": ["only"]})
 
 
+@pytest.mark.trains
 def test_run_json_records_the_names(tmp_path, data_root):
     from kdray.spec import RunSpec
     from kdray.store import Store
     from kdray.trial import run
 
     spec = RunSpec(dataset="trifeature-shape", role="nds", arch="lenet5", epochs=1,
-                   batch_size=100, data=TINY_TRIFEATURE)
+                   batch_size=100, lr=STABLE_LR, data=TINY_TRIFEATURE)
     store = Store(tmp_path / "store")
     run(spec, store, data_root=data_root, device="cpu", num_workers=0)
     record = store.read_run_json(spec.run_id)
@@ -141,6 +142,7 @@ def _cifar10_with_more_test_images(root: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 @pytest.mark.parametrize("dataset", ["trifeature-shape", "cifar10"])
 def test_class_names_reach_tables_csvs_and_figures(dataset, tmp_path, ray_local):
     import matplotlib
@@ -162,7 +164,7 @@ def test_class_names_reach_tables_csvs_and_figures(dataset, tmp_path, ray_local)
         options = dict(TINY_TRIFEATURE)
         classes, values = list(SHAPES), {"color": list(COLOURS), "texture": list(TEXTURES)}
     exp = Experiment("names", (dataset,), (("resnet20", "lenet5"),), (2.0,), (0.8,), (0, 1),
-                     recipe={"epochs": 1, "batch_size": 20}, data=options)
+                     recipe={"epochs": 1, "batch_size": 20, "lr": STABLE_LR}, data=options)
     store = Store(tmp_path / "store")
     plan = expand([exp])
     for spec in plan.stage1 + plan.stage2:

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import STABLE_LR
 from kdray import runtime
 from kdray.checkpoint import DEFAULT, Cadence, CheckpointClock, load_state, restore, save_state
 from kdray.cluster import (LOST, OWN, UNKNOWN, RetryPolicy, failure_kind,
@@ -129,10 +130,11 @@ def _tag_storages_as_cuda():
     return lambda: torch.serialization._package_registry.remove(entry)
 
 
+@pytest.mark.trains
 def test_a_gpu_checkpoint_resumes_on_the_cpu_and_the_loaded_copy_is_dropped(tmp_path):
     digits = load_dataset("digits", {"image_size": 16})
     spec = RunSpec(dataset="digits", role="teacher", arch="lenet5", epochs=2, batch_size=64,
-                   data={"image_size": 16})
+                   data={"image_size": 16}, lr=STABLE_LR)
     full = Trainer(spec, digits, device="cpu")
     while full.epoch < 2:
         full.train_epoch()

@@ -3,16 +3,13 @@ new seeds, schedule only the new runs, and the analysis picks them up with nothi
 
 import pytest
 
-from conftest import TINY_TRIFEATURE
+from conftest import TINY_RECIPE, TINY_TRIFEATURE
 from kdray.cli import sweep_main
 from kdray.grid import Experiment
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trains]
 STUDY = [Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (1.0, 2.0), (0.8,),
-                    (0, 1), data=TINY_TRIFEATURE,
-                    # lr 0.02: at the paper's 0.1 a 1-epoch LeNet-5 distilled at T = 4 (KD term
-                    # x T^2 = 16) diverges to a NaN loss, and a run that diverges now fails
-                    recipe={"epochs": 1, "batch_size": 100, "lr": 0.02})]
+                    (0, 1), data=TINY_TRIFEATURE, recipe=TINY_RECIPE)]
 
 
 def _sweep(args, capsys):

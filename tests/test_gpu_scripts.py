@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from kdray.store import Store
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -36,6 +38,7 @@ def run_script(name: str, *args: str) -> str:
     return out.stdout
 
 
+@pytest.mark.trains
 def test_gpu_study_tiny_trains_a_study_and_prints_its_statistics(tmp_path, data_root):
     store = tmp_path / "store"
     text = run_script("gpu_study.py", "--tiny", "--store", str(store), "--data-dir", data_root)

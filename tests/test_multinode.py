@@ -39,7 +39,7 @@ from kdray.store import MODEL, PREDICTIONS, RUN_JSON, Store
 from kdray.sweep import CRASH_ENV
 from multinode import LocalCluster, aws_node_types, fake_autoscaling_config, kill_node
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trains]
 CPUS = {"head": 1, "gpu_small": 2, "gpu_large": 2}  # scaled down from 8 / 8 / 96
 RECIPE = {"epochs": 2, "batch_size": 16}
 SMALL = Experiment("small", ("cifar10",), (("resnet56", "resnet20"),), (2.0,), (0.8,), (0, 1),

@@ -4,8 +4,10 @@ complete runs (no Ray: the same ``kdray.trial.run`` a Tune trial calls)."""
 
 import pytest
 
+from conftest import STABLE_LR
 from kdray import RunSpec
 from kdray.data import write_tiny
+from kdray.models import MODELS
 from kdray.paper import EXPERIMENTS
 from kdray.store import Store
 from kdray.trial import run
@@ -16,14 +18,16 @@ for _e in EXPERIMENTS:
         PAIRS.setdefault(_pair, _e.datasets[0])
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("pair, dataset", sorted(PAIRS.items()), ids=lambda x: "-".join(x) if
                          isinstance(x, tuple) else x)
 def test_one_ds_per_pair(pair, dataset, tmp_path, monkeypatch):
     teacher_arch, student_arch = pair
     monkeypatch.setenv("KDRAY_IMAGENET_DIR", str(tmp_path / "data" / "imagenet"))
     options = write_tiny(dataset, tmp_path / "data")
+    stable = {"lr": STABLE_LR} if MODELS[student_arch].family == "cnn" else {}  # ViT, BERT: theirs
     ds = RunSpec(dataset=dataset, role="ds", arch=student_arch, teacher_arch=teacher_arch,
-                 temperature=4.0, alpha=0.8, epochs=1, batch_size=8, data=options)
+                 temperature=4.0, alpha=0.8, epochs=1, batch_size=8, data=options, **stable)
     store = Store(tmp_path / "store")
     run(ds.teacher_spec(), store, device="cpu", data_root=tmp_path / "data", num_workers=0)
     record = run(ds, store, device="cpu", data_root=tmp_path / "data", num_workers=0)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray import progress
 from kdray.progress import StageProgress, quiet_ray_hints
 
@@ -155,6 +155,7 @@ def test_ray_hints_dropped_real_warnings_kept(caplog):
 # A real sweep, its stdout piped (not a terminal)
 # ----------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.trains
 def test_sweep_prints_progress_while_trials_run(tmp_path, data_root):
     script = tmp_path / "progress_sweep.py"
     script.write_text(textwrap.dedent(f"""
@@ -162,7 +163,7 @@ def test_sweep_prints_progress_while_trials_run(tmp_path, data_root):
         from kdray.cli import sweep_main
         from kdray.grid import Experiment
         exp = Experiment("progress", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,),
-                         seeds=(0, 1), recipe={{"epochs": 2, "batch_size": 100}},
+                         seeds=(0, 1), recipe={{"epochs": 2, "batch_size": 100, "lr": {STABLE_LR!r}}},
                          data={TINY_TRIFEATURE!r})
         sys.exit(sweep_main([exp]))
     """))

@@ -10,7 +10,7 @@ import pytest
 from kdray.paper import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trains]
 
 
 def test_full_paper_smoke_test(tmp_path):

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray.checkpoint import Cadence
 from kdray.grid import Experiment, expand
 from kdray.store import Store
@@ -17,9 +17,9 @@ from kdray.sweep import CRASH_ENV, parse_resources, resources_of, run_sweep
 from kdray.tracking import WandbConfig
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0, 4.0), (0.8,), (0, 1),
-                 recipe={"epochs": 2, "batch_size": 100}, data=TINY_TRIFEATURE)
+                 recipe={"epochs": 2, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
 SECRET = "sentinel-wandb-key-0123456789abcdef"
 
 

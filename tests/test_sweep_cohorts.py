@@ -7,15 +7,16 @@ import os
 import numpy as np
 import pytest
 
-from conftest import TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray.checkpoint import Cadence
 from kdray.grid import COHORT_MAX, Experiment, cohort_cap, cohorts, expand, parse_cohort_sizes
 from kdray.plan import cohort_gpu_hours, format_plan, gpu_hours, plan_json
 from kdray.store import MODEL, Store
 from kdray.sweep import CRASH_ENV, run_sweep
+from kdray.train import divergence_message
 
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0, 4.0), (0.8,), (0, 1),
-                 recipe={"epochs": 2, "batch_size": 100}, data=TINY_TRIFEATURE)
+                 recipe={"epochs": 2, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
 PAPER_T = tuple(float(t) for t in range(1, 11)) + (20.0, 30.0, 40.0)
 
 
@@ -81,6 +82,7 @@ def test_plan_charges_the_teacher_once_per_cohort(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_killed_cohort_resumes_every_student_from_its_checkpoint(ray_local, data_root, tmp_path,
                                                                  monkeypatch):
     one = EXP.replace(seeds=(0,))
@@ -102,6 +104,7 @@ def test_killed_cohort_resumes_every_student_from_its_checkpoint(ray_local, data
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_diverging_student_fails_alone_and_is_trained_again(ray_local, data_root, tmp_path):
     # T = 1e-39: the student's logits / T overflow float32, a NaN loss from the first batch
     one = EXP.replace(seeds=(0,), temperatures=(2.0, 1e-39, 4.0))
@@ -109,14 +112,16 @@ def test_a_diverging_student_fails_alone_and_is_trained_again(ray_local, data_ro
     report = run_sweep([one], store, data_dir=data_root)
     plan = expand([one])
     bad = next(s.run_id for s in plan.ds if s.temperature == 1e-39)
-    assert report.failed == {bad: "loss became non-finite in epoch 1"}
-    assert "FAILED " + bad + ": loss became non-finite in epoch 1" in report.format()
+    assert report.failed == {bad: divergence_message(1)}
+    assert "FAILED " + bad + ": loss became non-finite in epoch 1 (the run diverged; try a lower lr" \
+        in report.format()
     assert set(report.ran) == {s.run_id for s in plan.all} - {bad}  # the others committed
     again = run_sweep([one], store, data_dir=data_root)
     assert set(again.failed) == {bad} and bad not in again.skipped  # trained again, not skipped
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_teacher_with_damaged_weights_is_trained_again_first(ray_local, data_root, tmp_path):
     one = EXP.replace(seeds=(0,), temperatures=(2.0,))
     plan = expand([one])

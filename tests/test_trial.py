@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray import RunSpec
 from kdray.store import PREDICTION_FIELDS, Store, sha256_bytes
 from kdray.trial import TeacherMissingError, run
 
-RECIPE = dict(epochs=1, batch_size=100, data=TINY_TRIFEATURE)
+pytestmark = pytest.mark.trains
+RECIPE = dict(epochs=1, batch_size=100, lr=STABLE_LR, data=TINY_TRIFEATURE)
 TEACHER = RunSpec(dataset="trifeature-shape", role="teacher", arch="resnet20", seed=0, **RECIPE)
 NDS = RunSpec(dataset="trifeature-shape", role="nds", arch="lenet5", seed=0, **RECIPE)
 DS = RunSpec(dataset="trifeature-shape", role="ds", arch="lenet5", teacher_arch="resnet20",
@@ -64,7 +65,7 @@ def test_command_line(tmp_path, data_root):
     store = tmp_path / "cli"
     args = [sys.executable, "-m", "kdray.trial", "--store", str(store), "--data-dir", data_root,
             "--dataset", "trifeature-shape", "--role", "nds", "--arch", "lenet5", "--epochs", "1",
-            "--batch-size", "100", "--wandb-mode", "disabled", "--data",
+            "--batch-size", "100", "--lr", str(STABLE_LR), "--wandb-mode", "disabled", "--data",
             *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]]
     out = subprocess.run(args, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -96,7 +97,8 @@ def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root):
     common = ["--store", str(tmp_path / "store"), "--data-dir", data_root, "--wandb-mode", "disabled"]
     args = [sys.executable, "-m", "kdray.trial", *common, "--dataset", "trifeature-shape",
             "--role", "ds", "--arch", "lenet5", "--teacher-arch", "resnet20", "--epochs", "1",
-            "--batch-size", "100", "--temperature", "2", "4", "--alpha", "0.6", "0.8", "--data",
+            "--batch-size", "100", "--lr", str(STABLE_LR), "--temperature", "2", "4", "--alpha", "0.6",
+            "0.8", "--data",
             *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]]
     out = subprocess.run(args, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -127,3 +129,13 @@ def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root):
                             str(tmp_path / f"{specs[0].run_id}.json"), str(other_seed)],
                            capture_output=True, text=True)
     assert mixed.returncode == 2 and "differ in more than temperature and alpha" in mixed.stderr
+    # a student that diverges (T = 1e-39 overflows the soft targets) fails alone, saying what to try
+    diverged = subprocess.run(args[:args.index("--temperature")] + ["--temperature", "1e-39", "2",
+                              "--alpha", "0.8", "--data", *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]],
+                              capture_output=True, text=True)
+    bad = DS.replace(temperature=1e-39)
+    assert diverged.returncode == 1, diverged.stderr
+    assert (f"FAILED {bad.run_id}: loss became non-finite in epoch 1 (the run diverged; try a "
+            f"lower lr, a longer-trained teacher, or a warm-up") in diverged.stderr
+    assert store.is_complete(DS.replace(temperature=2.0).run_id) and not store.exists(
+        store.run_path(bad.run_id, "run.json"))
