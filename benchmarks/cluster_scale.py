@@ -5,7 +5,7 @@ nodes of logical CPUs), then runs the same sweep twice, each time from a driver 
 its own that joins the cluster by address (as ``ray submit`` runs a sweep script):
 
 - ``before``: every epoch reports with a resume checkpoint (kdray before the cadence);
-- ``after``: every epoch reports its metrics, a checkpoint only at ``kdray.checkpoint``'s
+- ``after``: every epoch reports its metrics, a checkpoint only at ``kdray.training.state``'s
   default cadence (every 10 epochs or 15 minutes, never after the last epoch).
 
 Each sweep is ``--trials`` concurrent trials (default 32) of ``--epochs`` epochs, driven
@@ -13,7 +13,7 @@ by Ray Tune with kdray's callbacks (the W&B logging actor, in offline mode; the 
 policy; the stage progress view) and its Tune settings (``FailureConfig(max_failures=-1)``,
 ``CheckpointConfig(num_to_keep=1)``, a store on local disk). The trials do no training:
 an epoch is ``--epoch-seconds`` of sleep, and a checkpoint is a real Trainer state of
-ResNet-20 with its SGD momentum (``kdray.checkpoint.save_state``), so what is measured is
+ResNet-20 with its SGD momentum (``kdray.training.state.save_state``), so what is measured is
 the head's side: the driver's peak RSS (``VmHWM``), its CPU time per reported result (user
 + system, the whole ``fit``), the CPU time of the head node's Ray processes (GCS, raylet,
 monitor and the workers they started, the W&B logging actor among them when the driver is
@@ -47,14 +47,14 @@ def tiny_trial(config, state_path: str, epochs: int, epoch_seconds: float, every
     import ray
     from ray import tune
 
-    from kdray.checkpoint import DEFAULT, STATE
+    from kdray.training.state import DEFAULT, STATE
     from kdray.spec import RunSpec
 
     with open(state_path, "rb") as f:
         state = f.read()  # a real checkpoint's bytes
     run_id = RunSpec.from_dict(config["specs"][0]).run_id
     # the first report names node and device, as kdray's trainable (without importing torch
-    # into 32 processes of a 2-core machine: kdray.runtime.trial_report would)
+    # into 32 processes of a 2-core machine: kdray.sweep.runtime.trial_report would)
     tune.report({"node/node_id": ray.get_runtime_context().get_node_id(), "device": "cpu"})
     clock, written = DEFAULT.clock(0), 0
     for epoch in range(1, epochs + 1):
@@ -86,10 +86,10 @@ def drive(args) -> dict:
     import ray
     from ray import tune
 
-    from kdray.cluster import RetryPolicy
-    from kdray.progress import StageProgress
+    from kdray.sweep.cluster import RetryPolicy
+    from kdray.sweep.progress import StageProgress
     from kdray.spec import RunSpec
-    from kdray.tracking import WandbConfig, tune_callback
+    from kdray.sweep.tracking import WandbConfig, tune_callback
 
     ray.init(address=args.address, log_to_driver=False)
     specs = [RunSpec(dataset="cifar10", role="teacher", arch="resnet20", seed=i, epochs=args.epochs)
@@ -154,10 +154,10 @@ def checkpoint_of_resnet20(path: str) -> int:
     """Write a real resume checkpoint (ResNet-20 with SGD momentum, after one step)."""
     import torch
 
-    from kdray.checkpoint import save_state
+    from kdray.training.state import save_state
     from kdray.data import DatasetSplits, TensorData
     from kdray.spec import RunSpec
-    from kdray.train import Trainer
+    from kdray.training.loop import Trainer
 
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     y = torch.arange(64) % 10

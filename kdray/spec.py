@@ -55,8 +55,8 @@ PAPER_EPOCHS = 100
 # default, so the identity of every spec that does not use it is what it was before the
 # field existed. A new field goes here with its default, at the end of the dataclass.
 ADDED_FIELDS: dict[str, Any] = {
-    "deterministic": False,  # deterministic CUDA algorithms (kdray.gpu.set_determinism)
-    "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.train)
+    "deterministic": False,  # deterministic CUDA algorithms (kdray.training.gpu.set_determinism)
+    "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.training.loop)
 }
 
 
@@ -92,7 +92,7 @@ class RunSpec:
         samples (a big model on a small GPU); ``None``: the whole batch at once. Equal
         gradients up to float rounding for models without batch statistics (LayerNorm:
         ViT, BERT); with BatchNorm each micro-batch has its own statistics, a different
-        training (``kdray.train.backward_in_micro_batches``). Part of the identity only when set.
+        training (``kdray.training.loop.backward_in_micro_batches``). Part of the identity only when set.
     """
 
     dataset: str
@@ -267,7 +267,7 @@ class RunSpec:
 
         DS runs with equal keys distil from the same teacher run, draw the same batches and
         augmentation and start from the same weights, so they train in lockstep sharing
-        one teacher forward per batch (``kdray.train.Trainer``).
+        one teacher forward per batch (``kdray.training.loop.Trainer``).
         """
         d = self.to_dict()
         d.pop("temperature"), d.pop("alpha")

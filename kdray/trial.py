@@ -6,7 +6,7 @@ last, ``run.json``. It returns the run's metrics. ``run_cohort(specs, store)`` d
 for a cohort: DS runs of one teacher seed that differ only in temperature and alpha, trained
 in lockstep with one teacher forward per batch, each committing its own run folder.
 The same functions run in a test, a
-benchmark, a GPU check with no cluster, or inside a Ray Tune trial (``kdray.sweep``), which
+benchmark, a GPU check with no cluster, or inside a Ray Tune trial (``kdray.sweep.driver``), which
 passes ``resume`` and ``on_epoch`` to checkpoint every epoch.
 
 Command line::
@@ -33,15 +33,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from kdray import gpu, runtime
-from kdray.checkpoint import restore
+from kdray.sweep import runtime
+from kdray.training import gpu
+from kdray.training.state import restore
 from kdray.data import DatasetSplits, load_dataset
-from kdray.flags import check_trial_flags
+from kdray.sweep.flags import check_trial_flags
 from kdray.models import build_model
 from kdray.spec import RunSpec
 from kdray.store import Store, predictions_table
-from kdray.tracking import Tracker, WandbConfig, default_dir, resolve_mode
-from kdray.train import Trainer, check_cohort, per_class_accuracy
+from kdray.sweep.tracking import Tracker, WandbConfig, default_dir, resolve_mode
+from kdray.training.loop import Trainer, check_cohort, per_class_accuracy
 
 
 class TeacherMissingError(RuntimeError):
@@ -83,7 +84,7 @@ def load_teacher(spec: RunSpec, store: Store, data: DatasetSplits) -> torch.nn.M
 
 def code_version() -> str:
     """kdray's version plus the commit of the code that runs: ``$KDRAY_COMMIT``, else git,
-    else the checkout's ``.git`` read directly (a cluster node; ``kdray.runtime``)."""
+    else the checkout's ``.git`` read directly (a cluster node; ``kdray.sweep.runtime``)."""
     return runtime.code_version(Path(__file__).parent)
 
 
@@ -180,7 +181,7 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, *, device: str | No
                 "code_version": version, "torch_version": torch.__version__,
                 "python_version": platform.python_version(),
                 "device": device, "host": platform.node(),
-                "node": node,  # the Ray node (id, type, kind) it trained on, kdray.runtime
+                "node": node,  # the Ray node (id, type, kind) it trained on, kdray.sweep.runtime
             }
             store.write_run_json(spec.run_id, record)  # the commit marker, last
             trackers[spec.run_id].log_final(test_accuracy, per_class, per_class_n,

@@ -111,7 +111,7 @@ def test_wandb_per_class_table_uses_the_names(tmp_path):
     """The final W&B log's per-class table: label index, class name, accuracy, test samples."""
     import wandb
 
-    from kdray.tracking import final_log
+    from kdray.sweep.tracking import final_log
 
     run = wandb.init(mode="offline", dir=str(tmp_path), project="kdray-test")
     try:
@@ -150,7 +150,7 @@ def test_class_names_reach_tables_csvs_and_figures(dataset, tmp_path, ray_local)
     from analysis.figures import draw
     from matplotlib.text import Text
 
-    from kdray.grid import Experiment, expand
+    from kdray.sweep.grid import Experiment, expand
     from kdray.store import Store
     from kdray.trial import run
 

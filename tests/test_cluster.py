@@ -18,15 +18,15 @@ import pytest
 import torch
 import yaml
 
-from kdray import runtime
-from kdray.checkpoint import DEFAULT, Cadence, CheckpointClock, load_state, restore, save_state
-from kdray.cluster import (LOST, OWN, UNKNOWN, RetryPolicy, failure_kind,
+from kdray.sweep import runtime
+from kdray.training.state import DEFAULT, Cadence, CheckpointClock, load_state, restore, save_state
+from kdray.sweep.cluster import (LOST, OWN, UNKNOWN, RetryPolicy, failure_kind,
                            parse_resource_overrides, trial_resources)
 from kdray.data import load_dataset
-from kdray.grid import expand
-from kdray.paper import EXPERIMENTS
+from kdray.sweep.grid import expand
+from kdray.sweep.paper import EXPERIMENTS
 from kdray.spec import RunSpec
-from kdray.train import Trainer
+from kdray.training.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE_ARCHS = {"resnet50", "vit_base", "tiny_vit"}  # ImageNet-size models
@@ -188,8 +188,8 @@ def test_a_trial_given_a_logical_gpu_fails_at_once_and_its_first_report_names_no
         import sys
         import ray
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
-        from kdray.cli import sweep_main
-        from kdray.grid import Experiment
+        from kdray.sweep.cli import sweep_main
+        from kdray.sweep.grid import Experiment
         exp = Experiment("gpu", ("digits",), (("resnet20", "lenet5"),), (2.0,), seeds=(0,),
                          recipe={"epochs": 1, "batch_size": 64}, data={"image_size": 16})
         sys.exit(sweep_main([exp]))
@@ -341,7 +341,7 @@ def test_failures_are_told_apart():
 def test_lost_nodes_retry_forever_own_errors_a_bounded_number_of_times(monkeypatch):
     node_died, process_died, unreachable, own = _errors()
     alive = {"n1", "n2"}
-    monkeypatch.setattr("kdray.cluster._alive_nodes", lambda: set(alive))
+    monkeypatch.setattr("kdray.sweep.cluster._alive_nodes", lambda: set(alive))
     lines = []
     policy = RetryPolicy(max_failures=2, node_grace_s=30, log=lines.append, name=lambda t: t.trial_id)
     trial = types.SimpleNamespace(trial_id="t1", max_failures=-1)

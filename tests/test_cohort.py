@@ -10,7 +10,7 @@ import torch
 
 from kdray import RunSpec
 from kdray.data import load_dataset
-from kdray.train import Trainer, check_cohort
+from kdray.training.loop import Trainer, check_cohort
 
 
 @pytest.fixture

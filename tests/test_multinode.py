@@ -32,11 +32,11 @@ import pytest
 import torch
 
 from kdray import trial as kdtrial
-from kdray.cluster import LAUNCHER_CONFIG_ENV, parse_resource_overrides, trial_resources
+from kdray.sweep.cluster import LAUNCHER_CONFIG_ENV, parse_resource_overrides, trial_resources
 from kdray.data import write_tiny
-from kdray.grid import Experiment, expand
+from kdray.sweep.grid import Experiment, expand
 from kdray.store import MODEL, PREDICTIONS, RUN_JSON, Store
-from kdray.sweep import CRASH_ENV
+from kdray.sweep.driver import CRASH_ENV
 from multinode import LocalCluster, aws_node_types, fake_autoscaling_config, kill_node
 
 pytestmark = pytest.mark.slow
@@ -49,8 +49,8 @@ LARGE = Experiment("large", ("cifar10",), (("resnet50", "resnet18"),), (2.0,), (
 RESOURCES = [f"{a}=cpu:1,gpu:0" for a in ("resnet56", "resnet20", "resnet50", "resnet18")]
 SCRIPT = """
 import sys
-from kdray.cli import sweep_main
-from kdray.grid import Experiment
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.grid import Experiment
 exps = [Experiment(*args, recipe=recipe) for args, recipe in {exps!r}]
 sys.exit(sweep_main(exps))
 """

@@ -6,7 +6,7 @@ import pytest
 
 from kdray import RunSpec
 from kdray.data import write_tiny
-from kdray.paper import EXPERIMENTS
+from kdray.sweep.paper import EXPERIMENTS
 from kdray.store import Store
 from kdray.trial import run
 

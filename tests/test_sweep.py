@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRIFEATURE
-from kdray.checkpoint import Cadence
-from kdray.grid import Experiment, expand
+from kdray.training.state import Cadence
+from kdray.sweep.grid import Experiment, expand
 from kdray.store import Store
-from kdray.sweep import CRASH_ENV, parse_resources, resources_of, run_sweep
-from kdray.tracking import WandbConfig
+from kdray.sweep.driver import CRASH_ENV, parse_resources, resources_of, run_sweep
+from kdray.sweep.tracking import WandbConfig
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
@@ -125,8 +125,8 @@ def test_failing_trial_is_reported_and_the_script_exits_nonzero(ray_local, data_
     script = tmp_path / "failing_sweep.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from kdray.cli import sweep_main
-        from kdray.grid import Experiment
+        from kdray.sweep.cli import sweep_main
+        from kdray.sweep.grid import Experiment
         # pretrained=True: CIFAR ResNets have no published weights, so building the model fails
         bad = Experiment("bad", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,), seeds=(0,),
                          recipe={{"epochs": 1, "pretrained": True}}, data={TINY_TRIFEATURE!r})

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRIFEATURE
-from kdray.checkpoint import Cadence
-from kdray.grid import COHORT_MAX, Experiment, cohort_cap, cohorts, expand, parse_cohort_sizes
-from kdray.plan import cohort_gpu_hours, format_plan, gpu_hours, plan_json
+from kdray.training.state import Cadence
+from kdray.sweep.grid import COHORT_MAX, Experiment, cohort_cap, cohorts, expand, parse_cohort_sizes
+from kdray.sweep.plan import cohort_gpu_hours, format_plan, gpu_hours, plan_json
 from kdray.store import MODEL, Store
-from kdray.sweep import CRASH_ENV, run_sweep
+from kdray.sweep.driver import CRASH_ENV, run_sweep
 
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0, 4.0), (0.8,), (0, 1),
                  recipe={"epochs": 2, "batch_size": 100}, data=TINY_TRIFEATURE)

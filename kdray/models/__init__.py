@@ -11,7 +11,7 @@ from the padding id). Register a model with::
 ``family`` picks the default recipe (``kdray.spec.FAMILY_RECIPES``); ``resources`` is the
 Ray request of one trial training this model (fractional GPUs share a card), with the kind
 of node it needs as a custom resource (``gpu_small`` or ``gpu_large``, the same fraction as
-its GPU share; ``kdray.cluster.trial_resources`` explains placement by need).
+its GPU share; ``kdray.sweep.cluster.trial_resources`` explains placement by need).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ SMALL_STEM_MAX_SIZE = 64  # image sizes up to this get the small-image (CIFAR) s
 # - ResNet-18 needs ~22 GiB at batch 512: two trials share a card, 4 workers each.
 # - DenseNets run on CIFAR-100 only (32 px, batch 128: 6.5 / 9 GiB, data resident on the
 #   GPU, no workers) and, like the CIFAR ResNets, share a card four ways.
-# Node kind (kdray.cluster, placement by need): ResNet-50, ViT-B/16 and TinyViT need a
+# Node kind (kdray.sweep.cluster, placement by need): ResNet-50, ViT-B/16 and TinyViT need a
 # large node's card (gpu_large, an A100 of a p4d.24xlarge; ImageNet is staged there); the
 # others run on the small nodes' cards (gpu_small, a g5.2xlarge's A10G), unless their
 # teacher or their dataset needs a large node (a DS run with a ResNet-50 teacher, ImageNet).

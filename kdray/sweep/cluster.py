@@ -32,7 +32,7 @@ import re
 import time
 from typing import Any, Mapping, Sequence
 
-from kdray.runtime import NODE_KINDS
+from kdray.sweep.runtime import NODE_KINDS
 
 
 def init_ray(*, quiet: bool = True, num_cpus: int | None = None) -> str:

@@ -12,7 +12,7 @@ A graph replays fixed kernels on fixed addresses, so the step is written for it:
   outside the graph. Everything downstream (augmentation, normalisation, the models)
   reads only these buffers.
 - **The learning rate as a device tensor.** On CUDA the optimisers are graph-capturable
-  (``kdray.train.build_optimizer``: fused SGD, AdamW with ``capturable=True``, ``lr`` a
+  (``kdray.training.step.build_optimizer``: fused SGD, AdamW with ``capturable=True``, ``lr`` a
   0-d tensor shared by the param groups). The LambdaLR schedule runs on the host once per
   step, after the replay, and writes that tensor in place (``fill_``); nothing in the graph
   reads a Python float that changes.

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from kdray.grid import Plan, cohorts
+from kdray.sweep.grid import Plan, cohorts
 from kdray.spec import RunSpec
 from kdray.store import RunStatus
 
@@ -164,6 +164,6 @@ def format_plan(plan: Plan, status: dict[str, RunStatus],
     lines.append(f"cohorts: {todo} runs in {ntrials} trials; the teacher's forward is charged once "
                  f"per cohort: {hours:.1f} GPU-hours against {alone:.1f} one run per trial "
                  f"({saved:.0f}% saved)")
-    lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/plan.py "
+    lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/sweep/plan.py "
                  "(measured on an H100, or FLOP-scaled estimates)")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Every command-line flag checked before any work: a ``ValueError`` naming the flag, the value
 and what was expected (``--temperatures: -1 is not > 0``). Shared by the sweep scripts'
-command line (``kdray.cli``) and ``python -m kdray.trial``."""
+command line (``kdray.sweep.cli``) and ``python -m kdray.trial``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 def check_flags(args: argparse.Namespace) -> None:
     """Every flag's value, before any work: a ValueError naming the flag, the value and what
     was expected (argparse itself rejects a missing or non-numeric value)."""
-    from kdray.progress import check_interval, interval_from_env
+    from kdray.sweep.progress import check_interval, interval_from_env
 
     def fail(flag: str, value, expected: str) -> None:
         raise ValueError(f"{flag}: {value!r} is not {expected}")

@@ -15,8 +15,8 @@ import sys
 import tempfile
 from typing import Sequence
 
-from kdray.flags import check_flags
-from kdray.grid import Experiment, expand, narrow, parse_cohort_sizes
+from kdray.sweep.flags import check_flags
+from kdray.sweep.grid import Experiment, expand, narrow, parse_cohort_sizes
 from kdray.store import Store
 
 
@@ -52,14 +52,14 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
                         "a trial lost with its node (spot preemption) is retried without limit")
     p.add_argument("--checkpoint-every-epochs", type=int, default=10, metavar="N",
                    help="a trial's resume checkpoint every N epochs or M minutes, whichever "
-                        "comes first (metrics are reported every epoch; kdray/checkpoint.py)")
+                        "comes first (metrics are reported every epoch; kdray/training/state.py)")
     p.add_argument("--checkpoint-every-minutes", type=float, default=15.0, metavar="M",
                    help="see --checkpoint-every-epochs")
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
     p.add_argument("--cohort-size", nargs="+", default=[], metavar="N|FAMILY=N",
                    help="most distilled students per cohort trial (they share one teacher "
                         "forward), for every model family or one (cnn, vit, bert, imagenet); "
-                        "defaults in kdray/grid.py COHORT_MAX")
+                        "defaults in kdray/sweep/grid.py COHORT_MAX")
     p.add_argument("--data-dir", help="raw datasets on every node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis job at the end")
     p.add_argument("--level", type=float, default=0.05, help="significance level of the analysis")
@@ -84,10 +84,10 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
                description: str = "", default_store: str = "./results") -> int:
     """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
-    from kdray.checkpoint import Cadence
-    from kdray.plan import format_plan, plan_json
-    from kdray.sweep import parse_resources, run_sweep
-    from kdray.tracking import WandbConfig, default_dir, resolve_mode
+    from kdray.training.state import Cadence
+    from kdray.sweep.plan import format_plan, plan_json
+    from kdray.sweep.driver import parse_resources, run_sweep
+    from kdray.sweep.tracking import WandbConfig, default_dir, resolve_mode
 
     args = parser(description, default_store).parse_args(argv)
     try:
@@ -116,7 +116,7 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.progress_interval is not None:  # read by each stage's progress view
-        from kdray.progress import INTERVAL_ENV
+        from kdray.sweep.progress import INTERVAL_ENV
         os.environ[INTERVAL_ENV] = repr(args.progress_interval)
 
     if args.dry_run:
@@ -139,7 +139,7 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     print(report.format(), flush=True)
     if not args.no_analysis:
         import analysis
-        from kdray.progress import quiet_ray_hints
+        from kdray.sweep.progress import quiet_ray_hints
 
         quiet_ray_hints()  # Ray Data's progress-bar hint
 

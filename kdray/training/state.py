@@ -1,7 +1,7 @@
 """Resume checkpoints: when a trial writes one, and how it is written and read back.
 
 Cadence. A trial reports its metrics every epoch, but writes a resume checkpoint (model,
-optimiser, schedule, RNG: :meth:`kdray.train.Trainer.state_dict`) only every
+optimiser, schedule, RNG: :meth:`kdray.training.loop.Trainer.state_dict`) only every
 ``every_epochs`` epochs or ``every_minutes`` minutes, whichever comes first. The defaults
 come from what a checkpoint costs and what a lost one costs:
 
@@ -15,7 +15,7 @@ come from what a checkpoint costs and what a lost one costs:
   epochs of a 100-epoch run (minutes).
 
 So ``DEFAULT = Cadence(every_epochs=10, every_minutes=15)``; ``--checkpoint-every-epochs``
-and ``--checkpoint-every-minutes`` change it (``kdray.cli``). The last epoch writes no resume
+and ``--checkpoint-every-minutes`` change it (``kdray.sweep.cli``). The last epoch writes no resume
 checkpoint: the run commits its results right after it.
 
 Reading. :func:`load_state` always loads to the CPU (``map_location="cpu"``), so a

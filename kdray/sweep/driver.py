@@ -2,29 +2,29 @@
 
 ``run_sweep(experiments, store)``:
 
-1. expands and validates the grid (``kdray.grid``) and checks the store: every complete run
+1. expands and validates the grid (``kdray.sweep.grid``) and checks the store: every complete run
    (run.json present, checksum matching) is skipped;
 2. stage 1 runs the missing teachers and non-distilled students, stage 2 the missing
    distilled students whose teacher is complete, grouped into *cohorts*: the pending DS runs
    of one teacher seed that differ only in temperature and alpha train as one trial, sharing
-   each batch and the teacher's forward (``kdray.grid.cohorts``, at most
-   ``kdray.grid.COHORT_MAX`` per trial); each student still commits its own run folder and a
+   each batch and the teacher's forward (``kdray.sweep.grid.cohorts``, at most
+   ``kdray.sweep.grid.COHORT_MAX`` per trial); each student still commits its own run folder and a
    student whose loss becomes non-finite fails alone. A DS run whose teacher failed is not
    launched and is listed; a teacher whose weights no longer match its run.json is trained
    again first;
 3. each trial is ``tune.with_resources(trainable, resources_of(spec))``: CPUs, a GPU
    fraction and the node kind per architecture (``kdray.models`` defaults, overridable;
-   placement by need, ``kdray.cluster``), CPU-only when the cluster has no GPU. A trial
+   placement by need, ``kdray.sweep.cluster``), CPU-only when the cluster has no GPU. A trial
    first reports its node and device (and fails at once when Ray gave it a GPU that CUDA
-   cannot use, ``kdray.runtime``), then reports every epoch, with a resume checkpoint
-   (model, optimiser, schedule, RNG) at the cadence of ``kdray.checkpoint``. A trial lost
+   cannot use, ``kdray.sweep.runtime``), then reports every epoch, with a resume checkpoint
+   (model, optimiser, schedule, RNG) at the cadence of ``kdray.training.state``. A trial lost
    with its node resumes from its last checkpoint however often that happens; one failing
-   by its own error gets ``max_failures`` retries (``kdray.cluster.RetryPolicy``). Before
+   by its own error gets ``max_failures`` retries (``kdray.sweep.cluster.RetryPolicy``). Before
    any trial, the downloadable datasets are staged into ``{store}/datasets`` once, and
    every node reads them there (``kdray.data.stage_datasets``). Tune's experiment state
    lives under ``{store}/tune/``;
 4. W&B: one run per *run* (each student of a cohort has its own), created on the driver's
-   node by one logging actor (``kdray.tracking.tune_callback``), so only the head needs an
+   node by one logging actor (``kdray.sweep.tracking.tune_callback``), so only the head needs an
    API key; named by run_id, grouped by dataset and pair;
 5. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
    error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
@@ -44,17 +44,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from kdray import runtime
-from kdray.checkpoint import DEFAULT as DEFAULT_CADENCE, STATE, Cadence, load_state, save_state
-from kdray.cluster import (RetryPolicy, available_node_kinds, cluster_has_gpu, init_ray,
+from kdray.sweep import runtime
+from kdray.training.state import DEFAULT as DEFAULT_CADENCE, STATE, Cadence, load_state, save_state
+from kdray.sweep.cluster import (RetryPolicy, available_node_kinds, cluster_has_gpu, init_ray,
                            largest_node_cpus, parse_resource_overrides, trial_resources,
                            without_node_kinds)
 from kdray.data import fetch, stage_datasets
-from kdray.grid import Experiment, Plan, cohorts, expand
-from kdray.progress import StageProgress, quiet_ray_hints
+from kdray.sweep.grid import Experiment, Plan, cohorts, expand
+from kdray.sweep.progress import StageProgress, quiet_ray_hints
 from kdray.spec import RunSpec
 from kdray.store import Store
-from kdray.tracking import WandbConfig, tune_callback
+from kdray.sweep.tracking import WandbConfig, tune_callback
 
 CRASH_ENV = "KDRAY_CRASH_AFTER_EPOCH"  # fault injection for tests: "<epoch>:<marker dir>[:pause]"
 META = "checkpoint.json"  # beside checkpoint.STATE in a trial checkpoint: {run_id, epoch}
@@ -90,7 +90,7 @@ def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:
 def resources_of(spec: RunSpec, overrides: Mapping[str, Mapping[str, float]] | None = None,
                  use_gpu: bool = True, max_cpus: float | None = None) -> dict[str, float]:
     """Ray resources of one trial of ``spec``: the arch's default (for a DS run, the larger of
-    its and its teacher's), with the node kind it needs (``kdray.cluster.trial_resources``),
+    its and its teacher's), with the node kind it needs (``kdray.sweep.cluster.trial_resources``),
     then ``overrides[arch]``; without GPUs only CPUs, at most ``max_cpus`` (a local Ray's size)."""
     return trial_resources(spec.arch, spec.teacher_arch if spec.role == "ds" else None,
                            spec.dataset, overrides, use_gpu, max_cpus)  # node kind included
@@ -98,7 +98,7 @@ def resources_of(spec: RunSpec, overrides: Mapping[str, Mapping[str, float]] | N
 
 def parse_resources(items: Sequence[str]) -> dict[str, dict[str, float]]:
     """``["resnet20=cpu:2,gpu:0.5", "resnet50=gpu:1,gpu_large:1"]`` -> per-arch requests
-    (custom resources too, e.g. a node kind; ``kdray.cluster.parse_resource_overrides``)."""
+    (custom resources too, e.g. a node kind; ``kdray.sweep.cluster.parse_resource_overrides``)."""
     return parse_resource_overrides(items)
 
 
@@ -137,7 +137,7 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
     of one), resumable: a checkpoint with every student's state at ``cadence``.
 
     Reports first its node and device (and fails at once if Ray gave it a GPU that CUDA
-    cannot use, ``kdray.runtime``), then every epoch; datasets come from the store's mirror.
+    cannot use, ``kdray.sweep.runtime``), then every epoch; datasets come from the store's mirror.
 
     Reports per epoch ``{"epoch", "students": {run_id: metrics}, "failed": {run_id: why}}``
     and at the end ``{"final": {run_id: test metrics}, "failed": ...}``; each student commits
@@ -145,12 +145,13 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
     import torch
     from ray import tune
 
-    from kdray import gpu, trial
+    from kdray import trial
+    from kdray.training import gpu
 
     specs = [RunSpec.from_dict(d) for d in config["specs"]]
     store = Store(store_uri)
     gpu.prepare_process(deterministic=any(s.deterministic for s in specs))  # before CUDA starts
-    tune.report(runtime.trial_report())  # first: the node and the device (kdray.runtime)
+    tune.report(runtime.trial_report())  # first: the node and the device (kdray.sweep.runtime)
     runtime.require_cuda()  # Ray gave a GPU that CUDA cannot use: fail now, naming the node
     requested = tune.get_context().get_trial_resources().required_resources
     cpus = requested.get("CPU", 1)
@@ -208,7 +209,7 @@ def _release_memory() -> None:
     import ctypes
     import gc
 
-    from kdray import gpu
+    from kdray.training import gpu
 
     gc.collect()
     gpu.release_cuda_memory()
