@@ -86,7 +86,7 @@ def drive(args) -> dict:
     import ray
     from ray import tune
 
-    from kdray.sweep.cluster import RetryPolicy
+    from kdray.sweep.retries import RetryPolicy
     from kdray.sweep.progress import StageProgress
     from kdray.spec import RunSpec
     from kdray.sweep.tracking import WandbConfig, tune_callback

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from kdray import provenance
 from kdray.sweep import runtime
 from kdray.training import gpu
 from kdray.training.state import restore
@@ -41,7 +42,8 @@ from kdray.sweep.flags import check_trial_flags
 from kdray.models import build_model
 from kdray.spec import RunSpec
 from kdray.store import Store, predictions_table
-from kdray.sweep.tracking import Tracker, WandbConfig, default_dir, resolve_mode
+from kdray.connect import resolve_mode
+from kdray.sweep.tracking import Tracker, WandbConfig, default_dir
 from kdray.training.loop import Trainer, check_cohort, per_class_accuracy
 
 
@@ -85,7 +87,7 @@ def load_teacher(spec: RunSpec, store: Store, data: DatasetSplits) -> torch.nn.M
 def code_version() -> str:
     """kdray's version plus the commit of the code that runs: ``$KDRAY_COMMIT``, else git,
     else the checkout's ``.git`` read directly (a cluster node; ``kdray.sweep.runtime``)."""
-    return runtime.code_version(Path(__file__).parent)
+    return provenance.code_version(Path(__file__).parent)
 
 
 def device_name(device: torch.device) -> str:

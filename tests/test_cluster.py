@@ -18,10 +18,11 @@ import pytest
 import torch
 import yaml
 
+from kdray import provenance
 from kdray.sweep import runtime
 from kdray.training.state import DEFAULT, Cadence, CheckpointClock, load_state, restore, save_state
-from kdray.sweep.cluster import (LOST, OWN, UNKNOWN, RetryPolicy, failure_kind,
-                           parse_resource_overrides, trial_resources)
+from kdray.sweep.cluster import parse_resource_overrides, trial_resources
+from kdray.sweep.retries import LOST, OWN, UNKNOWN, RetryPolicy, failure_kind
 from kdray.data import load_dataset
 from kdray.sweep.grid import expand
 from kdray.sweep.paper import EXPERIMENTS
@@ -217,10 +218,10 @@ def test_a_trial_given_a_logical_gpu_fails_at_once_and_its_first_report_names_no
 
 
 def test_code_version_from_env_git_or_the_git_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv(runtime.COMMIT_ENV, "0123456789abcdef0123456789abcdef01234567")
-    assert runtime.code_version(tmp_path).endswith("+0123456789ab")
-    monkeypatch.delenv(runtime.COMMIT_ENV)
-    assert runtime.code_version(tmp_path) == runtime.code_version.__globals__["kdray"].__version__
+    monkeypatch.setenv(provenance.COMMIT_ENV, "0123456789abcdef0123456789abcdef01234567")
+    assert provenance.code_version(tmp_path).endswith("+0123456789ab")
+    monkeypatch.delenv(provenance.COMMIT_ENV)
+    assert provenance.code_version(tmp_path) == provenance.code_version.__globals__["kdray"].__version__
     # a node without a git binary, the checkout's .git synced by the cluster launcher
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))
     git = tmp_path / "repo" / ".git"
@@ -228,12 +229,12 @@ def test_code_version_from_env_git_or_the_git_folder(tmp_path, monkeypatch):
     (tmp_path / "repo" / "pkg").mkdir()
     (git / "HEAD").write_text("ref: refs/heads/main\n")
     (git / "refs" / "heads" / "main").write_text("a" * 40 + "\n")
-    assert runtime.code_version(tmp_path / "repo" / "pkg").endswith("+" + "a" * 12)
+    assert provenance.code_version(tmp_path / "repo" / "pkg").endswith("+" + "a" * 12)
     (git / "refs" / "heads" / "main").unlink()
     (git / "packed-refs").write_text(f"# pack-refs\n{'b' * 40} refs/heads/main\n")
-    assert runtime.code_version(tmp_path / "repo" / "pkg").endswith("+" + "b" * 12)
+    assert provenance.code_version(tmp_path / "repo" / "pkg").endswith("+" + "b" * 12)
     (git / "HEAD").write_text("c" * 40 + "\n")  # detached
-    assert runtime.code_version(tmp_path / "repo" / "pkg").endswith("+" + "c" * 12)
+    assert provenance.code_version(tmp_path / "repo" / "pkg").endswith("+" + "c" * 12)
 
 
 def test_the_cluster_config_syncs_the_git_folder_for_provenance():
@@ -341,7 +342,7 @@ def test_failures_are_told_apart():
 def test_lost_nodes_retry_forever_own_errors_a_bounded_number_of_times(monkeypatch):
     node_died, process_died, unreachable, own = _errors()
     alive = {"n1", "n2"}
-    monkeypatch.setattr("kdray.sweep.cluster._alive_nodes", lambda: set(alive))
+    monkeypatch.setattr("kdray.sweep.retries._alive_nodes", lambda: set(alive))
     lines = []
     policy = RetryPolicy(max_failures=2, node_grace_s=30, log=lines.append, name=lambda t: t.trial_id)
     trial = types.SimpleNamespace(trial_id="t1", max_failures=-1)

@@ -142,7 +142,7 @@ def test_cluster_yaml_validates_against_rays_schema():
 def test_wandb_key_from_ssm_lands_only_in_the_environment(s3_endpoint, monkeypatch, capsys):
     import boto3
 
-    from kdray.sweep.tracking import SSM_ENV, resolve_mode
+    from kdray.connect import SSM_ENV, resolve_mode
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{s3_endpoint}"}.items():

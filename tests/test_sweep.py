@@ -13,7 +13,8 @@ from conftest import TINY_TRIFEATURE
 from kdray.training.state import Cadence
 from kdray.sweep.grid import Experiment, expand
 from kdray.store import Store
-from kdray.sweep.driver import CRASH_ENV, parse_resources, resources_of, run_sweep
+from kdray.sweep.cluster import parse_resource_overrides, resources_of
+from kdray.sweep.driver import CRASH_ENV, run_sweep
 from kdray.sweep.tracking import WandbConfig
 from wandb_records import offline_runs
 
@@ -148,9 +149,9 @@ def test_resources_per_architecture():
     ds = expand([EXP]).ds[0]  # LeNet-5 alone asks for 1/8 GPU; with its ResNet-20 teacher, 1/4
     assert resources_of(ds) == {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}
     assert resources_of(spec, use_gpu=False) == {"cpu": 1}
-    assert resources_of(spec, parse_resources(["resnet20=cpu:2,gpu:0.5"])) == \
+    assert resources_of(spec, parse_resource_overrides(["resnet20=cpu:2,gpu:0.5"])) == \
         {"cpu": 2, "gpu": 0.5, "gpu_small": 0.25}
     with pytest.raises(ValueError, match="--resources: 'resnet99=cpu:1'"):
-        parse_resources(["resnet99=cpu:1"])
+        parse_resource_overrides(["resnet99=cpu:1"])
     with pytest.raises(ValueError, match="'gpu:-1'"):
-        parse_resources(["resnet20=gpu:-1"])
+        parse_resource_overrides(["resnet20=gpu:-1"])

@@ -86,13 +86,15 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
     from kdray.training.state import Cadence
     from kdray.sweep.plan import format_plan, plan_json
-    from kdray.sweep.driver import parse_resources, run_sweep
-    from kdray.sweep.tracking import WandbConfig, default_dir, resolve_mode
+    from kdray.sweep.cluster import parse_resource_overrides
+    from kdray.sweep.driver import run_sweep
+    from kdray.connect import resolve_mode
+    from kdray.sweep.tracking import WandbConfig, default_dir
 
     args = parser(description, default_store).parse_args(argv)
     try:
         check_flags(args)  # every flag, before any work (and before Ray starts)
-        resources = parse_resources(args.resources)
+        resources = parse_resource_overrides(args.resources)
         checkpoint = Cadence(args.checkpoint_every_epochs, args.checkpoint_every_minutes)
         cohort_sizes = parse_cohort_sizes(args.cohort_size)
         exps = list(experiments)

@@ -21,7 +21,7 @@
    with its node resumes from its last checkpoint however often that happens; one failing
    by its own error gets ``max_failures`` retries (``kdray.sweep.cluster.RetryPolicy``). Before
    any trial, the downloadable datasets are staged into ``{store}/datasets`` once, and
-   every node reads them there (``kdray.data.stage_datasets``). Tune's experiment state
+   every node reads them there (``kdray.data.fetch.stage_datasets``). Tune's experiment state
    lives under ``{store}/tune/``;
 4. W&B: one run per *run* (each student of a cohort has its own), created on the driver's
    node by one logging actor (``kdray.sweep.tracking.tune_callback``), so only the head needs an
@@ -44,12 +44,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from kdray.connect import init_ray
 from kdray.sweep import runtime
 from kdray.training.state import DEFAULT as DEFAULT_CADENCE, STATE, Cadence, load_state, save_state
-from kdray.sweep.cluster import (RetryPolicy, available_node_kinds, cluster_has_gpu, init_ray,
+from kdray.sweep.cluster import (available_node_kinds, cluster_has_gpu, resources_of,
                            largest_node_cpus, parse_resource_overrides, trial_resources,
                            without_node_kinds)
-from kdray.data import fetch, stage_datasets
+from kdray.data import fetch
+from kdray.data.fetch import stage_datasets
+from kdray.sweep.retries import RetryPolicy
 from kdray.sweep.grid import Experiment, Plan, cohorts, expand
 from kdray.sweep.progress import StageProgress, quiet_ray_hints
 from kdray.spec import RunSpec
@@ -82,24 +85,6 @@ def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:
                 if store.exists(state):
                     best[run_id] = (epoch, state)
     return {run_id: path for run_id, (_, path) in best.items()}
-
-
-# ----------------------------------------------------------------------------------------
-# Resources
-# ----------------------------------------------------------------------------------------
-def resources_of(spec: RunSpec, overrides: Mapping[str, Mapping[str, float]] | None = None,
-                 use_gpu: bool = True, max_cpus: float | None = None) -> dict[str, float]:
-    """Ray resources of one trial of ``spec``: the arch's default (for a DS run, the larger of
-    its and its teacher's), with the node kind it needs (``kdray.sweep.cluster.trial_resources``),
-    then ``overrides[arch]``; without GPUs only CPUs, at most ``max_cpus`` (a local Ray's size)."""
-    return trial_resources(spec.arch, spec.teacher_arch if spec.role == "ds" else None,
-                           spec.dataset, overrides, use_gpu, max_cpus)  # node kind included
-
-
-def parse_resources(items: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``["resnet20=cpu:2,gpu:0.5", "resnet50=gpu:1,gpu_large:1"]`` -> per-arch requests
-    (custom resources too, e.g. a node kind; ``kdray.sweep.cluster.parse_resource_overrides``)."""
-    return parse_resource_overrides(items)
 
 
 # ----------------------------------------------------------------------------------------
