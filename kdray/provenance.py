@@ -11,9 +11,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import platform
+import socket
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import kdray
 
@@ -76,3 +81,51 @@ def code_version(start: str | os.PathLike | None = None) -> str:
         return kdray.__version__
     dirty = commit.endswith("-dirty")
     return f"{kdray.__version__}+{commit.removesuffix('-dirty')[:12]}{'-dirty' if dirty else ''}"
+
+
+def device_name(device) -> str:
+    """``<GPU name>`` for a CUDA device, ``cpu (<processor>, <N> threads)`` otherwise."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class Provenance:
+    """What a cohort's run.json records about how it ran, besides its results: the teacher it
+    read, its cohort, when it started and finished, what code on which device and node.
+
+    Made when the trial starts (the clock starts); :meth:`record` gives one student's fields
+    when it commits (its ``finished`` time and ``wall_seconds`` then)."""
+
+    def __init__(self, cohort: list[str], teacher_run_id: str | None,
+                 node: dict[str, Any]) -> None:
+        self.cohort, self.teacher_run_id, self.node = cohort, teacher_run_id, node
+        self.started, self.t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+
+    def record(self, history: list[dict[str, float]], resumed_from_epoch: int,
+               code: str, device: str) -> dict[str, Any]:
+        """One student's provenance; ``code`` and ``device`` from :func:`code_version` and
+        :func:`device_name` (looked up once per cohort: a git call each)."""
+        finished = dt.datetime.now(dt.timezone.utc)
+        return {"teacher_run_id": self.teacher_run_id, "cohort": self.cohort,
+                "history": history, "resumed_from_epoch": resumed_from_epoch,
+                "wall_seconds": time.perf_counter() - self.t0,
+                "started": self.started.isoformat(), "finished": finished.isoformat(),
+                "code_version": code, "torch_version": _torch_version(),
+                "python_version": platform.python_version(), "device": device,
+                "host": platform.node(),
+                "node": self.node}  # the Ray node (id, type, kind) it trained on, if any
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def this_host() -> dict[str, Any]:
+    """Where a run outside Ray trains: the host only (a Ray trial names its node instead,
+    ``kdray.sweep.runtime.node_info``)."""
+    return {"hostname": socket.gethostname()}

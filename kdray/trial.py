@@ -1,13 +1,18 @@
-"""One run: train a RunSpec, evaluate it on the test split, commit it to the store.
+"""One run, or one cohort of runs, from its RunSpec to its folder in the store, in three steps:
 
-``run(spec, store)`` trains (a DS run first loads its teacher's weights from the store),
-predicts every test sample, and writes ``predictions.parquet``, ``model.safetensors`` and,
-last, ``run.json``. It returns the run's metrics. ``run_cohort(specs, store)`` does the same
-for a cohort: DS runs of one teacher seed that differ only in temperature and alpha, trained
-in lockstep with one teacher forward per batch, each committing its own run folder.
-The same functions run in a test, a
-benchmark, a GPU check with no cluster, or inside a Ray Tune trial (``kdray.sweep.driver``), which
-passes ``resume`` and ``on_epoch`` to checkpoint every epoch.
+1. **train**: the data, the models (a DS run's teacher with its committed weights) and the
+   training loop (:class:`~kdray.training.loop.Trainer`), resumed from a checkpoint if given;
+2. **predict**: every test sample, by every student;
+3. **commit**: each student's ``predictions.parquet``, ``model.safetensors`` and, last,
+   ``run.json`` (:meth:`kdray.store.Store.commit_run`).
+
+``run_cohort(specs, store)`` does it for a cohort: DS runs of one teacher seed that differ
+only in temperature and alpha, trained in lockstep with one teacher forward per batch, each
+committing its own run folder; ``run(spec, store)`` for one run. The same functions run in a
+test, a benchmark, a GPU check with no cluster, or inside a Ray Tune trial
+(``kdray/sweep/trainable.py``), which passes the state to resume from and an ``on_epoch``
+callback that reports to Tune and writes resume checkpoints. W&B sees a trial only through
+that callback.
 
 Command line::
 
@@ -20,35 +25,134 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import dataclasses
 import functools
 import json
 import os
-import platform
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
-from kdray import provenance
-from kdray.sweep import runtime
-from kdray.training import gpu
-from kdray.training.state import restore
+from kdray.checks import expected, valid
 from kdray.data import DatasetSplits, load_dataset
-from kdray.sweep.flags import check_trial_flags
 from kdray.models import build_model
+from kdray.provenance import Provenance, code_version, device_name, this_host
 from kdray.spec import RunSpec
-from kdray.store import Store, predictions_table
-from kdray.connect import resolve_mode
-from kdray.sweep.tracking import Tracker, WandbConfig, default_dir
-from kdray.training.loop import Trainer, check_cohort, per_class_accuracy
+from kdray.store import Predictions, Store
+from kdray.training.loop import Trainer, check_cohort
+from kdray.training.state import restore
+
+EpochCallback = Callable[[Trainer, dict[str, dict[str, float]]], None]
 
 
 class TeacherMissingError(RuntimeError):
     """A DS run's teacher is not complete in the store."""
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    """How a trial runs (what it trains is its specs).
+
+    Parameters
+    ----------
+    device : ``cpu``, ``cuda``, ``cuda:1``; default CUDA when available.
+    data_root : raw datasets on this node (default ``$KDRAY_DATA_DIR``, else ~/.cache/kdray/data).
+    resume : a :meth:`Trainer.state_dict` to continue from (a resume checkpoint).
+    on_epoch : ``on_epoch(trainer, {run_id: metrics})`` after every epoch (a Ray trial reports
+        and checkpoints there; the command line prints and logs to W&B).
+    num_workers : DataLoader workers of a streamed dataset.
+    cuda_graph : capture the training step in a CUDA graph (default ``$KDRAY_CUDA_GRAPH``,
+        else on).
+    node : where it runs, for run.json (a Ray trial names its node; default: this host).
+    """
+
+    device: str | None = None
+    data_root: str | os.PathLike | None = None
+    resume: dict[str, Any] | None = None
+    on_epoch: EpochCallback | None = None
+    num_workers: int = 4
+    cuda_graph: bool | None = None
+    node: Mapping[str, Any] | None = None
+
+
+class CohortResult(dict):
+    """``run_id -> run.json record`` of the committed runs of a cohort, plus ``failed``:
+    ``run_id -> error`` of the students that stopped (e.g. a non-finite loss)."""
+
+    def __init__(self, records: dict[str, dict[str, Any]], failed: dict[str, str]) -> None:
+        super().__init__(records)
+        self.failed = failed
+
+
+def run(spec: RunSpec, store: Store | str, options: TrialOptions | None = None,
+        **fields: Any) -> dict[str, Any]:
+    """Train, evaluate and commit one run; returns its run.json record (see :func:`run_cohort`).
+    A run whose loss became non-finite raises ``RuntimeError`` and commits nothing."""
+    result = run_cohort([spec], store, options, **fields)
+    if spec.run_id in result.failed:
+        raise RuntimeError(f"{spec.run_id}: {result.failed[spec.run_id]}")
+    return result[spec.run_id]
+
+
+def run_cohort(specs: Sequence[RunSpec], store: Store | str, options: TrialOptions | None = None,
+               **fields: Any) -> CohortResult:
+    """Train a cohort in lockstep, predict its test split, then commit each run to ``store``
+    exactly as a lone run. ``options`` (:class:`TrialOptions`), or single ``fields`` of it
+    (``run_cohort(specs, store, device="cpu")``).
+
+    The teacher's weights are read once and checked against the checksum in its run.json.
+    Each student commits its own predictions.parquet, model.safetensors and run.json; a
+    student that failed commits nothing and is in the result's ``failed``.
+    """
+    options = dataclasses.replace(options or TrialOptions(), **fields)
+    store = store if isinstance(store, Store) else Store(store)
+    specs = list(specs)
+    check_cohort(specs)
+    teacher_id = check_teacher(specs[0], store)  # before any work
+    provenance = Provenance([s.run_id for s in specs], teacher_id, dict(options.node or this_host()))
+    trainer, data = prepare(specs, store, options)
+    resumed_from = trainer.epoch
+    history: dict[str, list[dict[str, float]]] = {s.run_id: [] for s in specs}
+    trainer.fit(_recording(history, options.on_epoch))  # 1. train
+    preds, labels = trainer.predict_all()  # 2. predict
+    code, device = code_version(), device_name(trainer.device)  # once: a git call each
+    records = {}
+    for student in trainer.active:  # 3. commit: the students predict_all predicted, in order
+        predictions = Predictions(preds[student.run_id], labels, data.num_classes,
+                                  data.attributes, data.class_names, data.attribute_values)
+        record = provenance.record(history[student.run_id], resumed_from, code, device)
+        records[student.run_id] = store.commit_run(student.spec, predictions, record,
+                                                   weights=student.model.state_dict())
+    return CohortResult(records, trainer.failed)
+
+
+def prepare(specs: list[RunSpec], store: Store, options: TrialOptions
+            ) -> tuple[Trainer, DatasetSplits]:
+    """The cohort's trainer, ready to train, and its data: a DS cohort's teacher with its
+    committed weights, and the resume state when there is one."""
+    data = load_data(specs[0], options.data_root)
+    teacher = load_teacher(specs[0], store, data) if specs[0].role == "ds" else None
+    trainer = Trainer(specs, data, device=options.device, teacher=teacher,
+                      num_workers=options.num_workers, cuda_graph=options.cuda_graph)
+    del teacher  # the trainer holds the device copy
+    if options.resume is not None:
+        restore(trainer, options.resume)  # moved to the trainer's device; the loaded copy dropped
+    return trainer, data
+
+
+def _recording(history: dict[str, list[dict[str, float]]],
+               on_epoch: EpochCallback | None) -> EpochCallback:
+    """The trainer's epoch callback: each student's metrics into ``history`` (run.json's),
+    then the caller's ``on_epoch``."""
+    def epoch_done(trainer: Trainer, metrics: dict[str, dict[str, float]]) -> None:
+        for run_id, m in metrics.items():
+            history[run_id].append(m)
+        if on_epoch is not None:
+            on_epoch(trainer, metrics)
+    return epoch_done
 
 
 def check_teacher(spec: RunSpec, store: Store) -> str | None:
@@ -84,123 +188,76 @@ def load_teacher(spec: RunSpec, store: Store, data: DatasetSplits) -> torch.nn.M
     return model
 
 
-def code_version() -> str:
-    """kdray's version plus the commit of the code that runs: ``$KDRAY_COMMIT``, else git,
-    else the checkout's ``.git`` read directly (a cluster node; ``kdray.sweep.runtime``)."""
-    return provenance.code_version(Path(__file__).parent)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-class CohortResult(dict):
-    """``run_id -> run.json record`` of the committed runs of a cohort, plus ``failed``:
-    ``run_id -> error`` of the students that stopped (e.g. a non-finite loss)."""
-
-    def __init__(self, records: dict[str, dict[str, Any]], failed: dict[str, str]) -> None:
-        super().__init__(records)
-        self.failed = failed
-
-
-def run(spec: RunSpec, store: Store | str, **kwargs: Any) -> dict[str, Any]:
-    """Train, evaluate and commit one run; returns its run.json record (see :func:`run_cohort`).
-    A run whose loss became non-finite raises ``RuntimeError`` and commits nothing."""
-    result = run_cohort([spec], store, **kwargs)
-    if spec.run_id in result.failed:
-        raise RuntimeError(f"{spec.run_id}: {result.failed[spec.run_id]}")
-    return result[spec.run_id]
-
-
-def run_cohort(specs: Sequence[RunSpec], store: Store | str, *, device: str | None = None,
-               data_root: str | os.PathLike | None = None, resume: dict[str, Any] | None = None,
-               on_epoch: Callable[[Trainer, dict[str, dict[str, float]]], None] | None = None,
-               wandb: WandbConfig | None = None, group: str | None = None,
-               num_workers: int = 4, cuda_graph: bool | None = None) -> CohortResult:
-    """Train a cohort (runs that differ only in temperature and alpha, e.g. the DS runs of
-    one teacher seed) in lockstep, then commit each run to ``store`` exactly as a lone run.
-
-    The teacher's weights are read once and checked against the checksum in its run.json.
-    ``resume`` is a :meth:`Trainer.state_dict` to continue from; ``on_epoch(trainer,
-    {run_id: metrics})`` runs after every epoch (the sweep checkpoints and reports there).
-    Each student commits its own predictions.parquet, model.safetensors and run.json; a
-    student that failed commits nothing and is in the result's ``failed``. ``cuda_graph``:
-    capture the training step in a CUDA graph (default ``$KDRAY_CUDA_GRAPH``, else on).
-    """
-    store = store if isinstance(store, Store) else Store(store)
-    specs = list(specs)
-    check_cohort(specs)
-    teacher_id = check_teacher(specs[0], store)  # before any work
-    started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
-    node = runtime.node_info()
-    data = load_data(specs[0], data_root)
-    teacher = load_teacher(specs[0], store, data) if teacher_id else None
-    trainer = Trainer(specs, data, device=device, teacher=teacher, num_workers=num_workers,
-                      cuda_graph=cuda_graph)
-    del teacher  # the trainer holds the device copy
-    if resume is not None:
-        restore(trainer, resume)  # moved to the trainer's device; the loaded copy is dropped
-    resumed_from = trainer.epoch
-    trackers = {s.run_id: Tracker(s, wandb, group) for s in specs}
-    history: dict[str, list[dict[str, float]]] = {s.run_id: [] for s in specs}
-
-    def epoch_done(tr: Trainer, metrics: dict[str, dict[str, float]]) -> None:
-        for run_id, m in metrics.items():
-            history[run_id].append(m)
-            trackers[run_id].log_epoch(m)
-        if on_epoch is not None:
-            on_epoch(tr, metrics)
-
-    records: dict[str, dict[str, Any]] = {}
-    try:
-        trainer.fit(epoch_done)
-        preds, labels = trainer.predict_all()
-        n = len(labels)
-        per_class_n = np.bincount(labels, minlength=data.num_classes).tolist()
-        version, device = code_version(), device_name(trainer.device)  # once: a git call each
-        for student in trainer.active:  # the students predict_all predicted, in spec order
-            spec, pred = student.spec, preds[student.run_id]
-            per_class = per_class_accuracy(labels, pred, data.num_classes)
-            test_accuracy = float((pred == labels).mean()) if n else float("nan")
-            table = predictions_table(spec.run_id, spec.to_dict(), np.arange(n), labels, pred,
-                                      data.attributes)
-            sha = store.write_predictions(spec.run_id, table)
-            model_sha = store.write_model(spec.run_id, student.model.state_dict(),
-                                          {"run_id": spec.run_id})
-            finished = dt.datetime.now(dt.timezone.utc)
-            record = {
-                "run_id": spec.run_id, "spec": spec.to_dict(), "teacher_run_id": teacher_id,
-                "test_accuracy": test_accuracy, "per_class_accuracy": per_class,
-                "per_class_n": per_class_n, "n_test": n, "num_classes": data.num_classes,
-                "attributes": sorted(data.attributes), "predictions_sha256": sha,
-                "class_names": data.class_names, "attribute_values": data.attribute_values,
-                "model_sha256": model_sha, "cohort": [s.run_id for s in specs],
-                "history": history[spec.run_id], "resumed_from_epoch": resumed_from,
-                "wall_seconds": time.perf_counter() - t0,
-                "started": started.isoformat(), "finished": finished.isoformat(),
-                "code_version": version, "torch_version": torch.__version__,
-                "python_version": platform.python_version(),
-                "device": device, "host": platform.node(),
-                "node": node,  # the Ray node (id, type, kind) it trained on, kdray.sweep.runtime
-            }
-            store.write_run_json(spec.run_id, record)  # the commit marker, last
-            trackers[spec.run_id].log_final(test_accuracy, per_class, per_class_n,
-                                            class_names=data.class_names)
-            records[spec.run_id] = record
-    except BaseException:
-        for tracker in trackers.values():
-            tracker.finish(exit_code=1)
-        raise
-    for run_id, tracker in trackers.items():
-        tracker.finish(exit_code=1 if run_id in trainer.failed else 0)
-    return CohortResult(records, trainer.failed)
-
-
 # ----------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kdray.trial", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default="./results", help="local path or s3://bucket/prefix")
+    p.add_argument("--spec", nargs="+", metavar="FILE",
+                   help="JSON files with a RunSpec (or a run.json); several make a cohort")
+    p.add_argument("--dataset")
+    p.add_argument("--role", choices=["teacher", "nds", "ds"])
+    p.add_argument("--arch")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--teacher-arch", dest="teacher_arch")
+    p.add_argument("--temperature", type=float, nargs="+", metavar="T",
+                   help="one or more: several train as one cohort sharing the teacher's forward")
+    p.add_argument("--alpha", type=float, nargs="+", metavar="A")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="dataset options, e.g. image_size=32")
+    p.add_argument("--data-dir", help="raw datasets on this node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=None,
+                   help="train eagerly on CUDA, without capturing the step in a CUDA graph "
+                        "(also $KDRAY_CUDA_GRAPH=0)")
+    p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"])
+    p.add_argument("--wandb-project", default="kdray")
+    return p
+
+
+# flag, its parsed name, the RunSpec field whose rule applies (or a check of its own)
+FIELD_FLAGS = (("--dataset", "dataset"), ("--arch", "arch"), ("--teacher-arch", "teacher_arch"),
+               ("--seed", "seed"), ("--temperature", "temperature"), ("--alpha", "alpha"),
+               ("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"))
+OTHER_FLAGS = (
+    ("--store", "store", lambda v: bool(v.strip()), "a local path or s3://bucket/prefix"),
+    ("--spec", "spec", os.path.isfile, "a JSON file"),
+    ("--data", "data", lambda v: "=" in v and bool(v.partition("=")[0]), "KEY=VALUE"),
+    ("--data-dir", "data_dir", lambda v: bool(v.strip()) and not os.path.isfile(v), "a directory"),
+    ("--wandb-project", "wandb_project", lambda v: bool(v.strip()), "a W&B project name"))
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every flag, before any work: a ValueError naming the flag, the value as parsed (-2.0,
+    as RunSpec's own messages show it) and what was expected."""
+    checks = [(flag, name, lambda v, f=name: valid(f, v), expected(name))
+              for flag, name in FIELD_FLAGS]
+    for flag, name, ok, wanted in OTHER_FLAGS[:2] + tuple(checks) + OTHER_FLAGS[2:]:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ValueError(f"{flag}: no value; expected at least one {wanted}")
+        for v in values:
+            if not ok(v):
+                raise ValueError(f"{flag}: {v!r} is not {wanted}")
+    if getattr(args, "device", None) is not None:
+        _check_device(args.device)
+
+
+def _check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device: {device!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {device!r} is not available on this machine (no CUDA)")
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -246,32 +303,15 @@ def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kdray.trial", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default="./results", help="local path or s3://bucket/prefix")
-    p.add_argument("--spec", nargs="+", metavar="FILE",
-                   help="JSON files with a RunSpec (or a run.json); several make a cohort")
-    p.add_argument("--dataset")
-    p.add_argument("--role", choices=["teacher", "nds", "ds"])
-    p.add_argument("--arch")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--teacher-arch", dest="teacher_arch")
-    p.add_argument("--temperature", type=float, nargs="+", metavar="T",
-                   help="one or more: several train as one cohort sharing the teacher's forward")
-    p.add_argument("--alpha", type=float, nargs="+", metavar="A")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="dataset options, e.g. image_size=32")
-    p.add_argument("--data-dir", help="raw datasets on this node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=None,
-                   help="train eagerly on CUDA, without capturing the step in a CUDA graph "
-                        "(also $KDRAY_CUDA_GRAPH=0)")
-    p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"])
-    p.add_argument("--wandb-project", default="kdray")
-    args = p.parse_args(argv)
+    """``python -m kdray.trial``: check the flags, train the cohort, print each run's result;
+    each run logs to its own W&B run (``kdray.sweep.tracking.Tracker``)."""
+    from kdray.connect import resolve_mode
+    from kdray.sweep.tracking import Tracker, WandbConfig, default_dir
+    from kdray.training import gpu
+
+    args = parser().parse_args(argv)
     try:
-        check_trial_flags(args)  # every flag, before any work
+        check_flags(args)  # every flag, before any work
         specs = specs_from_args(args)
         store = Store(args.store)
         mode = resolve_mode(args.wandb_mode)
@@ -280,27 +320,45 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for spec in specs:
         print(f"{spec.run_id}: training on {store}", flush=True)
-
-    def show(tr: Trainer, metrics: dict[str, dict[str, float]]) -> None:
-        for run_id, m in metrics.items():
-            print(f"  {run_id}  epoch {m['epoch']:>3}/{specs[0].epochs}  loss {m['loss']:.4f}  "
-                  f"train acc {100 * m['train_accuracy']:.2f}%  ({m['epoch_seconds']:.1f}s)",
-                  flush=True)
-
     try:
-        gpu.prepare_process(deterministic=any(s.deterministic for s in specs))  # before CUDA
-        result = run_cohort(specs, store, device=args.device, data_root=args.data_dir,
-                            cuda_graph=args.cuda_graph,
-                            wandb=WandbConfig(mode=mode, project=args.wandb_project,
-                                              dir=default_dir(store)), on_epoch=show)
+        check_teacher(specs[0], store)
     except TeacherMissingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    gpu.prepare_process(deterministic=any(s.deterministic for s in specs))  # before CUDA
+    wandb = WandbConfig(mode=mode, project=args.wandb_project, dir=default_dir(store))
+    trackers = {s.run_id: Tracker(s, wandb) for s in specs}
+    try:
+        result = run_cohort(specs, store, device=args.device, data_root=args.data_dir,
+                            cuda_graph=args.cuda_graph,
+                            on_epoch=functools.partial(_show, trackers, specs[0].epochs))
+    except BaseException:
+        for tracker in trackers.values():
+            tracker.finish(exit_code=1)
+        raise
+    return _report(result, trackers, store)
+
+
+def _show(trackers: dict, epochs: int, trainer: Trainer,
+          metrics: dict[str, dict[str, float]]) -> None:
+    for run_id, m in metrics.items():
+        trackers[run_id].log_epoch(m)
+        print(f"  {run_id}  epoch {m['epoch']:>3}/{epochs}  loss {m['loss']:.4f}  "
+              f"train acc {100 * m['train_accuracy']:.2f}%  ({m['epoch_seconds']:.1f}s)",
+              flush=True)
+
+
+def _report(result: CohortResult, trackers: dict, store: Store) -> int:
+    """Each run's final line and W&B summary; exit code 1 when a student failed."""
     for run_id, record in result.items():
+        trackers[run_id].log_final(record["test_accuracy"], record["per_class_accuracy"],
+                                   record["per_class_n"], class_names=record["class_names"])
         print(f"{run_id}: test accuracy {100 * record['test_accuracy']:.2f}% on "
               f"{record['n_test']} samples, {record['wall_seconds']:.1f}s; committed to {store}")
     for run_id, error in result.failed.items():
         print(f"FAILED {run_id}: {error}", file=sys.stderr)
+    for run_id, tracker in trackers.items():
+        tracker.finish(exit_code=1 if run_id in result.failed else 0)
     return 1 if result.failed else 0
 
 

@@ -156,6 +156,7 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
     elif (earlier or {}).get(pending[0].run_id):  # the last checkpoint of an earlier sweep
         resume = load_state(store.read_bytes(earlier[pending[0].run_id]))
     clock = cadence.clock(int(resume["epoch"]) if resume else 0)
+    node = runtime.node_info()
 
     def on_epoch(trainer, metrics: dict[str, dict[str, float]]) -> None:
         row = {"epoch": trainer.epoch, "students": metrics, "failed": dict(trainer.failed)}
@@ -174,7 +175,7 @@ def trainable(config: dict[str, Any], store_uri: str, data_dir: str | None = Non
 
     try:
         with fetch.mirror(store.uri):  # datasets come from {store}/datasets, not the internet
-            result = trial.run_cohort(pending, store, resume=resume, on_epoch=on_epoch,
+            result = trial.run_cohort(pending, store, resume=resume, on_epoch=on_epoch, node=node,
                                       data_root=data_dir, num_workers=max(0, int(cpus) - 1))
     finally:
         _release_memory()

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 from typing import Any
 
+from kdray.provenance import this_host
 from kdray.sweep.cluster import node_kind_of
 
 
@@ -32,7 +32,7 @@ class CudaUnavailableError(RuntimeError):
 # ----------------------------------------------------------------------------------------
 def node_info() -> dict[str, Any]:
     """The Ray node this process runs on (outside Ray: the host only)."""
-    info: dict[str, Any] = {"hostname": socket.gethostname()}
+    info: dict[str, Any] = this_host()
     try:
         import ray
 

@@ -455,10 +455,3 @@ def check_cohort(specs: Sequence[RunSpec]) -> None:
     if len(set(ids)) != len(ids):
         raise ValueError(f"cohort: run(s) {sorted({r for r in ids if ids.count(r) > 1})} "
                          f"appear twice")
-
-
-def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> list[float | None]:
-    """Accuracy on each class's test samples (``None`` for a class with no test sample)."""
-    total = np.bincount(labels, minlength=num_classes)
-    hit = np.bincount(labels[labels == preds], minlength=num_classes)
-    return [float(h / t) if t else None for h, t in zip(hit, total)]
