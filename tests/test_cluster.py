@@ -20,7 +20,8 @@ import yaml
 
 from kdray import provenance
 from kdray.sweep import runtime
-from kdray.training.state import DEFAULT, Cadence, CheckpointClock, load_state, restore, save_state
+from kdray.sweep.checkpoints import DEFAULT, Cadence, CheckpointClock
+from kdray.training.state import load_state, restore, save_state
 from kdray.sweep.cluster import parse_resource_overrides, trial_resources
 from kdray.sweep.retries import LOST, OWN, UNKNOWN, RetryPolicy, failure_kind
 from kdray.data import load_dataset

@@ -74,7 +74,7 @@ def no_ray(monkeypatch):
         raise AssertionError("Ray was started")
 
     monkeypatch.setattr(ray, "init", refuse)
-    monkeypatch.setattr(kdray.sweep.driver, "run_sweep", refuse)
+    monkeypatch.setattr(kdray.sweep.driver, "run_plan", refuse)
 
 
 def exit_code(fn, argv) -> int:

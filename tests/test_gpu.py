@@ -33,12 +33,12 @@ def test_memory_fraction_is_the_share_less_the_context():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
 def test_without_cuda_nothing_happens_and_cuda_never_starts(monkeypatch):
-    from kdray.sweep import driver as sweep
+    from kdray.sweep import trainable
 
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     assert gpu.limit_memory(0.25) is None
     assert gpu.release_cuda_memory() is False
-    sweep._release_memory()
+    trainable.release_memory()
     gpu.prepare_process()
     assert not torch.cuda.is_initialized()
 

@@ -36,7 +36,7 @@ from kdray.sweep.cluster import LAUNCHER_CONFIG_ENV, parse_resource_overrides, t
 from kdray.data import write_tiny
 from kdray.sweep.grid import Experiment, expand
 from kdray.store import MODEL, PREDICTIONS, RUN_JSON, Store
-from kdray.sweep.driver import CRASH_ENV
+import faults
 from multinode import LocalCluster, aws_node_types, fake_autoscaling_config, kill_node
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,8 @@ def test_placement_sharing_and_a_killed_node_on_a_multi_node_cluster(aws_like_cl
     markers = tmp_path / "markers"
     proc, log = start_sweep(tmp_path, [SMALL, LARGE], s3_uri,
                             {"RAY_ADDRESS": cluster.address, "KDRAY_DATA_DIR": str(driver_data),
-                             CRASH_ENV: f"1:{markers}:pause"}, "--checkpoint-every-epochs", "1")
+                             **faults.environment(f"1:{markers}:pause")},
+                            "--checkpoint-every-epochs", "1")
     plan = expand([SMALL, LARGE])
     small_stage1 = [s for s in plan.stage1 if kind_of(s) == "gpu_small"]
     assert len(small_stage1) == 5  # more than the 2 small nodes x 2 CPUs hold at once

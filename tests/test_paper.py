@@ -72,7 +72,7 @@ def test_gpu_hours_cite_their_source():
     assert all(t.source.startswith(("measured", "estimate")) for t in THROUGHPUT.values())
     assert {s.arch for s in plan.all} <= set(THROUGHPUT)
     imagenet_ds = next(s for s in plan.ds if s.dataset == "imagenet" and s.arch == "resnet18")
-    assert 4 < gpu_hours(imagenet_ds) < 7  # PERFORMANCE.md: ~6 GPU-hours per 100-epoch DS run
+    assert 4 < gpu_hours(imagenet_ds) < 7  # docs/performance.md: ~6 GPU-hours per 100-epoch DS run
 
 
 def _complete(store, spec):

@@ -157,7 +157,6 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
     """
     import ray
     from ray import tune
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     class KdrayWandbCallback(tune.Callback):
         def __init__(self) -> None:
@@ -165,15 +164,7 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
             self.finished: set[str] = set()
 
         def setup(self, **info: Any) -> None:
-            # the key is read here, in the driver, never kept on this object: Tune pickles
-            # its callbacks into the experiment state (tuner.pkl in the store)
-            key = os.environ.get("WANDB_API_KEY")
-            env = {**config.env(), **({"WANDB_API_KEY": key} if key else {})}
-            node = ray.get_runtime_context().get_node_id()
-            self.actor = ray.remote(WandbRuns).options(
-                num_cpus=0, max_restarts=-1, max_task_retries=-1,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                runtime_env={"env_vars": env}).remote(config.env())
+            self.actor = _logging_actor(config)
 
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
             for d in trial.config["specs"]:
@@ -209,6 +200,22 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
     if config.dir:
         os.makedirs(config.dir, exist_ok=True)
     return KdrayWandbCallback()
+
+
+def _logging_actor(config: WandbConfig):
+    """The :class:`WandbRuns` actor on this (the driver's) node. The API key is read here, in
+    the driver, and handed to the actor's environment, never kept on the callback: Tune
+    pickles its callbacks into the experiment state (tuner.pkl in the store)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    key = os.environ.get("WANDB_API_KEY")
+    env = {**config.env(), **({"WANDB_API_KEY": key} if key else {})}
+    node = ray.get_runtime_context().get_node_id()
+    return ray.remote(WandbRuns).options(
+        num_cpus=0, max_restarts=-1, max_task_retries=-1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        runtime_env={"env_vars": env}).remote(config.env())
 
 
 def wandb_id(run_id: str) -> str:
