@@ -90,7 +90,7 @@ def drive(args) -> dict:
     from kdray.spec import RunSpec
     from kdray.sweep.progress import StageProgress
     from kdray.sweep.retries import RetryPolicy
-    from kdray.sweep.tracking import WandbConfig, tune_callback
+    from kdray.tracking import WandbConfig, tune_callback
 
     ray.init(address=args.address, log_to_driver=False)
     specs = [RunSpec(dataset="cifar10", role="teacher", arch="resnet20", seed=i, epochs=args.epochs)

@@ -8,7 +8,8 @@ The layers, each a folder or a module (README's "How it is built"):
 - ``kdray.training``: the training loop, without Ray;
 - ``kdray.trial``: one run or cohort, from its specs to the store (``python -m kdray.trial``);
 - ``kdray.sweep``: a study on Ray Tune (the sweep scripts' command line and driver);
-- ``kdray.connect``: joining Ray and W&B (the sweep's and the analysis's).
+- what the drivers share: ``kdray.connect`` (joining Ray, W&B's mode; the analysis's too)
+  and ``kdray.tracking`` (one W&B run per run, for ``python -m kdray.trial`` and the sweep).
 """
 
 from kdray.spec import RunSpec

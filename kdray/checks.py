@@ -2,7 +2,7 @@
 
 Every caller asks here: :class:`~kdray.spec.RunSpec` when it resolves a spec, the sweep
 scripts' flags (``kdray/sweep/flags.py``), the grid's axes (``kdray/sweep/grid.py``),
-``python -m kdray.trial``'s flags (``kdray/trial.py``) and the analysis reading a run.json
+``python -m kdray.trial``'s flags (``kdray/trial/cli.py``) and the analysis reading a run.json
 (``analysis/read.py``). One rule, two phrasings:
 
 - :func:`problem` says what is wrong with a value given for the field itself

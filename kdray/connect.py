@@ -32,20 +32,21 @@ MODES = ("online", "offline", "disabled")
 SSM_ENV = "KDRAY_WANDB_KEY_SSM"
 
 
-def init_ray(*, quiet: bool = True, num_cpus: int | None = None) -> str:
-    """Make sure Ray is initialised; returns ``"existing"``, ``"cluster"`` or ``"local"``."""
+def init_ray() -> str:
+    """Make sure Ray is initialised; returns ``"existing"``, ``"cluster"`` or ``"local"``.
+    Trials' output stays in Ray's logs (``log_to_driver=False``)."""
     import ray
 
     if ray.is_initialized():
         return "existing"
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=not quiet)
+        ray.init(log_to_driver=False)
         return "cluster"
     try:
-        ray.init(address="auto", log_to_driver=not quiet)
+        ray.init(address="auto", log_to_driver=False)
         return "cluster"
     except ConnectionError:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet)
+        ray.init(include_dashboard=False, log_to_driver=False)
         return "local"
 
 

@@ -241,7 +241,7 @@ class Store:
         """Commit one run of ``spec`` (a RunSpec): ``predictions.parquet``, then
         ``model.safetensors`` (``weights``, a state dict), then ``run.json``, the commit marker:
         the spec, the metrics, the data's names, both checksums and ``provenance``
-        (``kdray.provenance.Provenance.record``). Returns the run.json record."""
+        (``kdray.trial.provenance.Provenance.record``). Returns the run.json record."""
         p = predictions
         table = predictions_table(spec.run_id, spec.to_dict(), np.arange(len(p.labels)),
                                   p.labels, p.pred, p.attributes)

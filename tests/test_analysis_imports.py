@@ -163,3 +163,21 @@ def test_the_sweep_check_finds_a_sweep_import(tmp_path, monkeypatch):
     (tmp_path / "kdray" / "__init__.py").write_text("")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert kdray_imports("analysis")["analysis.a"] == {"kdray.sweep.cluster"}
+
+
+# kdray's layers, lowest first; a module may import its own layer's and lower ones only (the
+# contract's RunSpec reads the registries to resolve a recipe, so those two sit together)
+LAYERS = [("kdray", "kdray.spec", "kdray.checks", "kdray.store", "kdray.connect",
+           "kdray.tracking", "kdray.data", "kdray.models"),
+          ("kdray.training",), ("kdray.trial",), ("kdray.sweep",)]
+
+
+def layer_of(module: str) -> int:
+    return max(i for i, prefixes in enumerate(LAYERS)
+               if any(module == p or module.startswith(p + ".") for p in prefixes))
+
+
+def test_no_import_runs_back_up_a_layer():
+    graph = without_registrations(import_graph("kdray"))
+    up = [(m, d) for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m)]
+    assert not up, up

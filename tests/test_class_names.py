@@ -111,7 +111,7 @@ def test_wandb_per_class_table_uses_the_names(tmp_path):
     """The final W&B log's per-class table: label index, class name, accuracy, test samples."""
     import wandb
 
-    from kdray.sweep.tracking import final_log
+    from kdray.tracking import final_log
 
     run = wandb.init(mode="offline", dir=str(tmp_path), project="kdray-test")
     try:

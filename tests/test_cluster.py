@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from kdray import provenance
+from kdray.trial import provenance
 from kdray.sweep import runtime
 from kdray.sweep.checkpoints import DEFAULT, Cadence, CheckpointClock
 from kdray.training.state import load_state, restore, save_state

@@ -16,7 +16,7 @@ from kdray.store import Store
 from kdray.sweep.cluster import parse_resource_overrides, resources_of
 from kdray.sweep.checkpoints import Cadence
 from kdray.sweep.driver import run_sweep
-from kdray.sweep.tracking import WandbConfig
+from kdray.tracking import WandbConfig
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow

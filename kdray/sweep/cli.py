@@ -144,7 +144,7 @@ def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
 def _wandb(args: argparse.Namespace, store: Store):
     """The W&B settings of the flags (``--wandb-mode``, else ``$WANDB_MODE``, else by API key)."""
     from kdray.connect import resolve_mode
-    from kdray.sweep.tracking import WandbConfig, default_dir
+    from kdray.tracking import WandbConfig, default_dir
 
     return WandbConfig(mode=resolve_mode(args.wandb_mode), project=args.wandb_project,
                        entity=args.wandb_entity,

@@ -21,7 +21,7 @@ first, ``kdray/sweep/grid.py``):
    error gets ``max_failures`` retries (``kdray/sweep/retries.py``). Tune's experiment state
    lives under ``{store}/tune/``;
 6. W&B: one run per *run* (each student of a cohort has its own), created on the driver's
-   node by one logging actor (``kdray.sweep.tracking.tune_callback``), so only the head needs
+   node by one logging actor (``kdray.tracking.tune_callback``), so only the head needs
    an API key; named by run_id, grouped by dataset and pair;
 7. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
    error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
@@ -47,7 +47,7 @@ from kdray.sweep.grid import Experiment, Plan, cohorts, expand
 from kdray.sweep.options import SweepOptions
 from kdray.sweep.progress import StageProgress, quiet_ray_hints
 from kdray.sweep.retries import RetryPolicy
-from kdray.sweep.tracking import tune_callback
+from kdray.tracking import tune_callback
 
 
 @dataclass

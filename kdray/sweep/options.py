@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from kdray.sweep.checkpoints import DEFAULT, Cadence
-from kdray.sweep.tracking import WandbConfig
+from kdray.tracking import WandbConfig
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class SweepOptions:
     Parameters
     ----------
     wandb : where and how the runs log (``--wandb-mode``, ``--wandb-project``, ...;
-        ``kdray/sweep/tracking.py``); default: W&B disabled.
+        ``kdray/tracking.py``); default: W&B disabled.
     resources : per-architecture overrides of a trial's Ray request (``--resources``;
         the defaults are ``kdray/sweep/cluster.py``'s table).
     cohort_sizes : most distilled students per cohort trial, per model family
@@ -31,7 +31,6 @@ class SweepOptions:
         ~/.cache/kdray/data).
     use_gpu : ``None``: GPUs when the cluster has (or can start) any; ``False``: CPU only
         (``--smoke-test``).
-    num_cpus : the CPUs of a local Ray the sweep starts (default: all of this machine's).
     progress_interval : seconds between progress lines when stdout is not a terminal
         (``--progress-interval``; default ``$KDRAY_PROGRESS_INTERVAL``, else 30).
     """
@@ -44,5 +43,4 @@ class SweepOptions:
     max_concurrent: int | None = None
     data_dir: str | None = None
     use_gpu: bool | None = None
-    num_cpus: int | None = None
     progress_interval: float | None = None

@@ -1,6 +1,6 @@
 """A plan before spending: which runs exist, are complete, will run, and what they cost.
 
-``plan_rows`` pairs every run of a study with its status in the store; ``format_plan``
+``pending_cohorts`` groups the pending runs into the trials the sweep would run; ``format_plan``
 prints, per experiment and stage, how many runs exist, are complete and will run, with an
 estimate of GPU-hours for what will run; ``plan_json`` is the machine-readable list
 (``run_id``, ``status`` complete|pending, the experiment, the stage and the spec's fields).

@@ -19,7 +19,7 @@ import os
 import platform
 from typing import Any
 
-from kdray.provenance import this_host
+from kdray.trial.provenance import this_host
 from kdray.sweep.cluster import node_kind_of
 
 

@@ -2,7 +2,7 @@
 
 As in Ray Tune's examples, :func:`train` is a function of the trial's ``config``
 (``{"specs": [RunSpec dicts]}``): it sets up the process, finds the state to resume from, and
-runs the trial (``kdray/trial.py``) with a :class:`Reporter` that reports every epoch to Tune
+runs the trial (``kdray/trial/``) with a :class:`Reporter` that reports every epoch to Tune
 and writes a resume checkpoint at the cadence (``kdray/sweep/checkpoints.py``).
 
 What a trial reports: first its node and device (``kdray/sweep/runtime.py``; it fails at once

@@ -1,8 +1,9 @@
 """A trainer's saved state (a resume checkpoint's content): written, read back, restored.
 
 :func:`save_state` writes :meth:`kdray.training.loop.Trainer.state_dict` (every student's
-model, optimiser, schedule and RNG state, and the epoch) into a folder. :func:`load_state` always loads to the CPU (``map_location="cpu"``), so a
-checkpoint written on a GPU resumes on any node, CPU-only ones included;
+model, optimiser, schedule and RNG state, and the epoch) into a folder. :func:`load_state`
+always loads to the CPU (``map_location="cpu"``), so a checkpoint written on a GPU resumes
+on any node, CPU-only ones included;
 :func:`restore` hands it to the trainer, which moves each tensor to its own device, and then
 empties the loaded dict, so no second copy of the model and optimiser stays referenced for
 the rest of the trial.
