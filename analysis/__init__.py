@@ -1,6 +1,6 @@
 """The analysis job: a kdray store -> the paper's significance and fairness tables.
 
-It depends only on the store's data contract (DESIGN.md "The store") and on RunSpec's field
+It depends only on the store's data contract (``docs/store.md``) and on RunSpec's field
 names, so it runs on any store, written by a sweep or by a test::
 
     python -m analysis --store s3://bucket/study            # or a local path

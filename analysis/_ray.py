@@ -6,7 +6,7 @@ import contextlib
 import logging
 from typing import Iterator
 
-from kdray.cluster import init_ray  # noqa: F401  (re-exported for analysis.read)
+from kdray.connect import init_ray  # noqa: F401  (re-exported for analysis.read)
 
 
 @contextlib.contextmanager

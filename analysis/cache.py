@@ -1,4 +1,4 @@
-"""Is the last analysis still current? (``kdray.cli`` skips the job when nothing changed.)"""
+"""Is the last analysis still current? (``kdray.sweep.cli`` skips the job when nothing changed.)"""
 
 from __future__ import annotations
 

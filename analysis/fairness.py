@@ -19,7 +19,7 @@ Labels
 Undefined rates (a deliberate departure from fairlearn)
     fairlearn's ``true_positive_rate`` returns 0.0 for a group with no positives and
     ``false_positive_rate`` 0.0 for a group with no negatives, silently; one such group can
-    inflate EOD (API_NOTES §5). Here a rate that is undefined for a group (0/0) excludes that
+    inflate EOD (``docs/fairness.md``). Here a rate that is undefined for a group (0/0) excludes that
     group from that rate's max - min only. A difference needs at least two groups where the
     rate is defined, otherwise it is NaN; EOD_c is the max of the defined differences (NaN
     when neither is); the class average ignores NaN classes, and the number of excluded
@@ -44,6 +44,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+
+from analysis.groups import ROLE_ORDER
 
 BACKENDS = ("fairlearn", "numpy")
 ATTR_PREFIX = "attr_"
@@ -209,8 +211,7 @@ def fairness_table(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}_std"] = float(np.nanstd(x, ddof=1)) if np.isfinite(x).sum() > 1 else np.nan
         rows.append(row)
     out = pd.DataFrame(rows)
-    order = {"teacher": 0, "nds": 1, "ds": 2}
-    out = out.assign(_r=out["role"].map(order)).sort_values(
+    out = out.assign(_r=out["role"].map(ROLE_ORDER)).sort_values(
         ["dataset", "study", "attribute", "_r", "arch", "teacher_arch", "alpha", "temperature"],
         na_position="first").drop(columns="_r").reset_index(drop=True)
     return out[FAIRNESS_COLUMNS[:1] + ["study"] + FAIRNESS_COLUMNS[1:]]

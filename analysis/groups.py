@@ -28,11 +28,15 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from kdray.spec import RunSpec
+from kdray.spec import ROLES, RunSpec
 
 # What names a model within a study; every other RunSpec field is the study.
 MODEL_FIELDS = ("arch", "teacher_arch", "seed", "role", "temperature", "alpha")
 STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in MODEL_FIELDS)
+ROLE_ORDER = {role: i for i, role in enumerate(ROLES)}  # teacher, NDS, DS: every table's order
+# The two comparisons of a DS run (paper eq. 8): name, the reference role, and the label of
+# its count in the tables (#SC: significant classes against the NDS, #TC: the teacher)
+COMPARISONS = (("ds_vs_nds", "nds", "#SC"), ("ds_vs_teacher", "teacher", "#TC"))
 
 
 def slug(*parts: object) -> str:

@@ -117,7 +117,7 @@ def run(store_uri: str, out_uri: str | None = None, options: Options | None = No
     ValueError : a bad option, no complete runs, or runs of one study evaluated on
         different test samples (or with different attribute values or class names).
     """
-    from kdray.tracking import resolve_mode
+    from kdray.connect import resolve_mode
 
     t0 = time.perf_counter()
     opts = dataclasses.replace(options or Options(), **overrides)

@@ -1,6 +1,6 @@
 """Write the analysis: the table model's files, into a fresh folder that then replaces the old.
 
-Files under ``{out}/`` (DESIGN.md "Analysis"): ``significance.csv``, ``class_tests.parquet``,
+Files under ``{out}/``: ``significance.csv``, ``class_tests.parquet``,
 ``fairness.csv``, ``disagreement/<name>.csv``, ``tables.md``, ``figures/<name>.png``, plus
 ``class_accuracy.csv`` (β^c per model and class, mean ± std over seeds) and ``manifest.json``
 (what they were computed from; the cache check reads it back).

@@ -36,9 +36,8 @@ import pyarrow.parquet as pq
 
 from analysis.fairness import ATTR_PREFIX, run_fairness
 from analysis.groups import study_key
+from kdray import checks
 from kdray.store import PREDICTIONS, RUN_JSON, Store, redact, sha256_bytes
-
-ROLES = ("teacher", "nds", "ds")
 
 
 @dataclass
@@ -98,22 +97,25 @@ def open_store(uri: str) -> Store:
 
 
 def _spec_problem(spec: Any) -> str | None:
+    """What is wrong with a run.json's spec, by RunSpec's own rules (``kdray/checks.py``) for
+    the fields the analysis reads (``None``: nothing)."""
     if not isinstance(spec, dict):
         return "no 'spec' dict"
     for key in ("dataset", "role", "arch", "seed"):
         if spec.get(key) is None:
             return f"spec has no {key!r}"
-    if spec["role"] not in ROLES:
-        return f"spec role {spec['role']!r} is not one of {ROLES}"
-    if isinstance(spec["seed"], bool) or not isinstance(spec["seed"], int):
-        return f"spec seed {spec['seed']!r} is not an integer"
+    for key in ("role", "seed"):
+        wrong = checks.problem(key, spec[key])
+        if wrong is not None:
+            return f"spec {key} {spec[key]!r} {wrong}"
     if spec["role"] == "ds":
         for key in ("teacher_arch", "temperature", "alpha"):
             if spec.get(key) is None:
                 return f"ds spec has no {key!r}"
         for key in ("temperature", "alpha"):
-            if isinstance(spec[key], bool) or not isinstance(spec[key], (int, float)):
-                return f"spec {key} {spec[key]!r} is not a number"
+            wrong = checks.problem(key, spec[key])
+            if wrong is not None:
+                return f"spec {key} {spec[key]!r} {wrong}"
     return None
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.groups import Experiment
+from analysis.groups import COMPARISONS, ROLE_ORDER, Experiment
 
 NORMALISATIONS = ("ratio", "difference")
 ZERO_SPREAD = 1e-12
@@ -46,7 +46,6 @@ SIGNIFICANCE_COLUMNS = GROUP_COLUMNS + ["n_classes", "n_seeds_ds", "n_seeds_ref"
                                         "ds_acc_std"]
 CLASS_TEST_COLUMNS = GROUP_COLUMNS + ["class", "statistic", "pvalue", "pvalue_bh",
                                       "ds_norm_acc_mean", "ref_norm_acc_mean"]
-COMPARISONS = {"ds_vs_nds": "nds", "ds_vs_teacher": "teacher"}
 
 
 def normalised_class_accuracy(correct: np.ndarray, total: np.ndarray,
@@ -90,7 +89,7 @@ def class_accuracy_table(runs: pd.DataFrame, counts: Mapping[str, tuple]) -> pd.
     if not frames:
         return pd.DataFrame(columns=CLASS_ACCURACY_COLUMNS)
     out = pd.concat(frames, ignore_index=True)
-    order = out["role"].map({"teacher": 0, "nds": 1, "ds": 2})
+    order = out["role"].map(ROLE_ORDER)
     out = out.assign(_r=order).sort_values(
         ["dataset", "study", "_r", "arch", "teacher_arch", "alpha", "temperature", "class"],
         na_position="first", kind="stable").drop(columns="_r").reset_index(drop=True)
@@ -159,7 +158,7 @@ def significance_tables(exps: Sequence[Experiment], counts: Mapping[str, tuple],
     for e in exps:
         base = {"dataset": e.dataset, "study": e.study, "teacher_arch": e.teacher_arch,
                 "student_arch": e.student_arch, "temperature": e.temperature, "alpha": e.alpha}
-        for comparison, ref_role in COMPARISONS.items():
+        for comparison, ref_role, _ in COMPARISONS:
             ref_runs = e.nds if ref_role == "nds" else e.teacher
             row = {**base, "comparison": comparison}
             if len(e.ds) < 2 or len(ref_runs) < 2:

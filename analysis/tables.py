@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.figure_data import heatmap, pair_figures
-from analysis.groups import Names, PairTable, pair_tables, slug, study_name
+from analysis.groups import COMPARISONS, Names, PairTable, pair_tables, slug, study_name
 from analysis.index import StatsIndex
 from analysis.model import Block, Figure, Report, Table, Text
 from analysis.statistics import Comparison, Statistics
@@ -33,7 +33,6 @@ from analysis.statistics import Comparison, Statistics
 DASH = "–"
 MAX_NAMED = 10  # significant classes named per cell of tables.md
 SIG_HEADER = ["Model", "Temp", "Test Acc. (%)", "#SC", "#TC", "#SC (BH)", "#TC (BH)", "seeds"]
-COMPARISONS = (("ds_vs_nds", "#SC"), ("ds_vs_teacher", "#TC"))
 
 
 # -- formats and titles ------------------------------------------------------------------
@@ -77,7 +76,7 @@ def _significance_table(t: PairTable, ix: StatsIndex, title: str) -> Table:
     rows = [["Teacher", DASH, pm(*t_acc[:2]), DASH, DASH, DASH, DASH, t_acc[2]],
             ["NDS", DASH, pm(*n_acc[:2]), DASH, DASH, DASH, DASH, n_acc[2]]]
     for e in t.experiments:
-        cell = {c: ix.n_significant(e, c) for c, _ in COMPARISONS}
+        cell = {c: ix.n_significant(e, c) for c, _, _ in COMPARISONS}
         sc, tc = ((str(n[0]), str(n[1])) if n else ("n/a", "n/a")
                   for n in (cell["ds_vs_nds"], cell["ds_vs_teacher"]))
         d_acc = ix.accuracy(e.ds)
@@ -92,7 +91,7 @@ def _significant_classes(t: PairTable, ix: StatsIndex, names: Names, level: floa
     lines, tested = [], False
     for e in t.experiments:
         cells = []
-        for comp, label in COMPARISONS:
+        for comp, _, label in COMPARISONS:
             if ix.n_significant(e, comp) is None:
                 cells.append(f"{label}: not tested")
                 continue

@@ -5,7 +5,7 @@ nodes of logical CPUs), then runs the same sweep twice, each time from a driver 
 its own that joins the cluster by address (as ``ray submit`` runs a sweep script):
 
 - ``before``: every epoch reports with a resume checkpoint (kdray before the cadence);
-- ``after``: every epoch reports its metrics, a checkpoint only at ``kdray.checkpoint``'s
+- ``after``: every epoch reports its metrics, a checkpoint only at ``kdray.sweep.checkpoints``'s
   default cadence (every 10 epochs or 15 minutes, never after the last epoch).
 
 Each sweep is ``--trials`` concurrent trials (default 32) of ``--epochs`` epochs, driven
@@ -13,7 +13,7 @@ by Ray Tune with kdray's callbacks (the W&B logging actor, in offline mode; the 
 policy; the stage progress view) and its Tune settings (``FailureConfig(max_failures=-1)``,
 ``CheckpointConfig(num_to_keep=1)``, a store on local disk). The trials do no training:
 an epoch is ``--epoch-seconds`` of sleep, and a checkpoint is a real Trainer state of
-ResNet-20 with its SGD momentum (``kdray.checkpoint.save_state``), so what is measured is
+ResNet-20 with its SGD momentum (``kdray.training.state.save_state``), so what is measured is
 the head's side: the driver's peak RSS (``VmHWM``), its CPU time per reported result (user
 + system, the whole ``fit``), the CPU time of the head node's Ray processes (GCS, raylet,
 monitor and the workers they started, the W&B logging actor among them when the driver is
@@ -47,14 +47,15 @@ def tiny_trial(config, state_path: str, epochs: int, epoch_seconds: float, every
     import ray
     from ray import tune
 
-    from kdray.checkpoint import DEFAULT, STATE
     from kdray.spec import RunSpec
+    from kdray.sweep.checkpoints import DEFAULT
+    from kdray.training.state import STATE
 
     with open(state_path, "rb") as f:
         state = f.read()  # a real checkpoint's bytes
     run_id = RunSpec.from_dict(config["specs"][0]).run_id
     # the first report names node and device, as kdray's trainable (without importing torch
-    # into 32 processes of a 2-core machine: kdray.runtime.trial_report would)
+    # into 32 processes of a 2-core machine: kdray.sweep.runtime.trial_report would)
     tune.report({"node/node_id": ray.get_runtime_context().get_node_id(), "device": "cpu"})
     clock, written = DEFAULT.clock(0), 0
     for epoch in range(1, epochs + 1):
@@ -86,9 +87,9 @@ def drive(args) -> dict:
     import ray
     from ray import tune
 
-    from kdray.cluster import RetryPolicy
-    from kdray.progress import StageProgress
     from kdray.spec import RunSpec
+    from kdray.sweep.progress import StageProgress
+    from kdray.sweep.retries import RetryPolicy
     from kdray.tracking import WandbConfig, tune_callback
 
     ray.init(address=args.address, log_to_driver=False)
@@ -154,10 +155,10 @@ def checkpoint_of_resnet20(path: str) -> int:
     """Write a real resume checkpoint (ResNet-20 with SGD momentum, after one step)."""
     import torch
 
-    from kdray.checkpoint import save_state
+    from kdray.training.state import save_state
     from kdray.data import DatasetSplits, TensorData
     from kdray.spec import RunSpec
-    from kdray.train import Trainer
+    from kdray.training.loop import Trainer
 
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     y = torch.arange(64) % 10
@@ -188,13 +189,24 @@ def main() -> int:
         print("RESULT " + json.dumps(drive(args)), flush=True)
         return 0
 
-    from ray.cluster_utils import Cluster
-
     work = tempfile.mkdtemp(prefix="kdray-cluster-scale-")
     state = os.path.join(work, "state", "state.pt")
     os.makedirs(os.path.dirname(state))
     size = checkpoint_of_resnet20(state)
     per_node = (args.trials + 1) // 2
+    rows = measure(args, work, state, per_node)
+    if rows is None:
+        return 1
+    show(rows, args, per_node, size)
+    return 0
+
+
+def measure(args, work: str, state: str, per_node: int) -> dict | None:
+    """Both drives ("before": a checkpoint every epoch, "after": at kdray's cadence) on one
+    local cluster (a head without CPUs, two nodes of ``per_node``), each from its own driver
+    process; None when one failed."""
+    from ray.cluster_utils import Cluster
+
     with socket.socket() as sock:  # a free GCS port: never another Ray's 6379
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -217,12 +229,16 @@ def main() -> int:
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if out.returncode or not line:
                 print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
-                return 1
+                return None
             rows[drive_] = json.loads(line[0][len("RESULT "):])
             rows[drive_]["head_cpu_s"] = head_cpu_seconds(head) - head0
     finally:
         cluster.shutdown()
+    return rows
 
+
+def show(rows: dict, args, per_node: int, size: int) -> None:
+    """The before/after table."""
     b, a = rows["before"], rows["after"]
     print(f"cluster_scale: {args.trials} concurrent trials x {args.epochs} epochs "
           f"({args.epoch_seconds:g} s each), W&B offline; local cluster: head (0 CPU) + 2 nodes "
@@ -246,8 +262,6 @@ def main() -> int:
     print("(the head node's Ray processes: GCS, raylet, monitor and the workers they started, "
           "the W&B logging actor among them when the driver attached to the head node: "
           f"{'yes' if b['driver_on_head'] and a['driver_on_head'] else 'no'})")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from kdray import RunSpec  # noqa: E402
 from kdray.data import DatasetSplits, TensorData, load_dataset  # noqa: E402
 from kdray.models import build_model  # noqa: E402
-from kdray.train import Trainer  # noqa: E402
+from kdray.training.loop import Trainer  # noqa: E402
 
 TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 20.0, 30.0, 40.0)
 

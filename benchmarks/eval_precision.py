@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from kdray import RunSpec  # noqa: E402
 from kdray.data import load_dataset  # noqa: E402
-from kdray.train import Trainer  # noqa: E402
+from kdray.training.loop import Trainer  # noqa: E402
 
 TRIFEATURE = {"image_size": 16, "per_combination": 5, "test_per_combination": 1}
 CASES = [  # dataset, options, arch, epochs, lr

@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kdray import gpu  # noqa: E402  (no torch import: set the allocator before CUDA starts)
+from kdray.training import gpu  # noqa: E402  (no torch import: set the allocator before CUDA starts)
 
 SEEDS = (0, 1, 2, 3, 4)
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)

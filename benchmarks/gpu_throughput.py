@@ -7,7 +7,7 @@ DS trial vs a cohort of 13, and 1, 4 and 8 processes sharing the GPU.
 
 The workload is the paper's CIFAR pair: a ResNet-56 teacher distilled into ResNet-20
 students at batch 128 on CIFAR-100-shaped random uint8 data held on the device, through
-``kdray.train.Trainer`` (the code a trial runs: device augmentation, bf16 autocast, the
+``kdray.training.loop.Trainer`` (the code a trial runs: device augmentation, bf16 autocast, the
 student's own loss and update). Each figure is student images per second (a cohort of 13
 counts 13 students per image) over whole epochs, after one warm-up epoch (which also
 captures the graph), and its ratio to the eager lone trial measured in the same run.
@@ -18,7 +18,7 @@ Rows:
 - a cohort of 13 DS students (T = 1..10, 20, 30, 40), eager and graph-captured, and with the
   teacher cast to bf16 once (``teacher_bf16``: measured here because it is off by default);
 - N processes sharing the GPU (N = 1, 4, 8), each a graph-captured lone trial or cohort,
-  each bounded to 1/N of the memory as a Ray trial would be (``kdray.gpu.limit_memory``),
+  each bounded to 1/N of the memory as a Ray trial would be (``kdray.training.gpu.limit_memory``),
   started together after their warm-up: aggregate student images/s.
 
 Goal (issue 11): at least 90,000 student images/s aggregate on an H100/H200-class GPU, at
@@ -40,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kdray import gpu  # noqa: E402  (no torch import: set the allocator before CUDA starts)
+from kdray.training import gpu  # noqa: E402  (no torch import: set the allocator before CUDA starts)
 
 TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 20.0, 30.0, 40.0)
 WAIT_FOR_GO = 600.0  # seconds a worker process waits for the others' warm-up
@@ -83,7 +83,7 @@ def measure(mode: str, cfg: dict, seconds: float, go=None) -> dict:
     teacher] [+ ``det`` (deterministic)]. ``go()`` (processes) waits for the start signal."""
     import torch
 
-    from kdray.train import Trainer
+    from kdray.training.loop import Trainer
 
     specs, data, teacher = setup(cfg)
     parts = mode.split("-")

@@ -3,7 +3,7 @@
     python benchmarks/optimizer_step.py           # CPU (one thread), and CUDA when present
     python benchmarks/optimizer_step.py --tiny    # a few steps, to check it runs
 
-``kdray.step.build_optimizer`` makes fused SGD and AdamW on CPU and CUDA. This times
+``kdray.training.step.build_optimizer`` makes fused SGD and AdamW on CPU and CUDA. This times
 ``optimizer.step()`` alone (gradients set once, the same parameter groups as a run's) for
 the architectures of the quick study and the CIFAR pair, with each recipe's optimiser,
 and prints microseconds per step for both implementations and their ratio.
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from kdray import RunSpec  # noqa: E402
 from kdray.models import build_model  # noqa: E402
-from kdray.step import build_optimizer  # noqa: E402
+from kdray.training.step import build_optimizer  # noqa: E402
 
 CASES = (("lenet5", 3, 16, "adamw"), ("resnet20", 3, 16, "adamw"),
          ("resnet20", 100, 32, "sgd"), ("resnet56", 100, 32, "sgd"))

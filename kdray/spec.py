@@ -1,8 +1,9 @@
 """Run identity: a :class:`RunSpec` names everything a result depends on.
 
-A spec is a frozen dataclass. Fields left as ``None`` are filled at construction from
-the paper's recipe (Appendix C) for the spec's dataset and architecture, so the resolved
-spec, and therefore its ``run_id``, says exactly how the run was trained::
+A spec is a frozen dataclass of the fields that define a result, and :func:`resolve` is the
+one function that fills the recipe in: fields left as ``None`` take the paper's recipe
+(Appendix C) for the spec's dataset and architecture, so the resolved spec, and therefore
+its ``run_id``, says exactly how the run was trained::
 
     >>> spec = RunSpec(dataset="trifeature-shape", role="teacher", arch="resnet20", seed=0)
     >>> spec.epochs, spec.batch_size, spec.lr, spec.lr_milestones
@@ -16,7 +17,7 @@ never depends on them: extending a sweep to new temperatures reuses them.
 Fields added to RunSpec after runs were stored (:data:`ADDED_FIELDS`) are left out of the
 spec's dict, and so of its canonical JSON and run_id, while they hold their default: every
 run stored before a field existed keeps its run_id, and a spec that sets the field gets a
-new one.
+new one. What a valid value of each field is: ``kdray/checks.py``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-ROLES = ("teacher", "nds", "ds")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("multistep", "cosine", "linear")
-AUGMENTATIONS = ("none", "crop_flip", "random_resized_crop_flip")
+from kdray.checks import ROLES, check  # noqa: F401  (ROLES: the roles, in table order)
 
 # The paper's recipe for LeNet-5, ResNets and DenseNets (Appendix C): SGD, lr 0.1,
 # weight decay 1e-3, lr / 10 at epochs 30, 60, 90 of 100. Batch size is per dataset.
@@ -55,9 +52,10 @@ PAPER_EPOCHS = 100
 # default, so the identity of every spec that does not use it is what it was before the
 # field existed. A new field goes here with its default, at the end of the dataclass.
 ADDED_FIELDS: dict[str, Any] = {
-    "deterministic": False,  # deterministic CUDA algorithms (kdray.gpu.set_determinism)
-    "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.train)
+    "deterministic": False,  # deterministic CUDA algorithms (kdray.training.gpu.set_determinism)
+    "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.training.loop)
 }
+DS_ONLY = ("teacher_arch", "temperature", "alpha")
 
 
 def _canonical_json(obj: Any) -> str:
@@ -92,7 +90,11 @@ class RunSpec:
         samples (a big model on a small GPU); ``None``: the whole batch at once. Equal
         gradients up to float rounding for models without batch statistics (LayerNorm:
         ViT, BERT); with BatchNorm each micro-batch has its own statistics, a different
-        training (``kdray.train.backward_in_micro_batches``). Part of the identity only when set.
+        training (``kdray.training.step.backward_in_micro_batches``). Part of the identity
+        only when set.
+
+    Constructing a spec resolves it (:func:`resolve`); a bad field raises ``ValueError``
+    naming it (``temperature: -1 is not > 0``).
     """
 
     dataset: str
@@ -119,114 +121,9 @@ class RunSpec:
     deterministic: bool = False
     micro_batch_size: int | None = None
 
-    # -- construction ------------------------------------------------------------------
     def __post_init__(self) -> None:
-        from kdray import data as data_registry
-        from kdray import models as model_registry
-
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-
-        if self.role not in ROLES:
-            raise ValueError(f"role: {self.role!r} is not one of {ROLES}")
-        if self.dataset not in data_registry.DATASETS:
-            raise ValueError(f"dataset: {self.dataset!r} is not a registered dataset; "
-                             f"expected one of {sorted(data_registry.DATASETS)}")
-        for key in ("arch",) + (("teacher_arch",) if self.role == "ds" else ()):
-            name = getattr(self, key)
-            if name not in model_registry.MODELS:
-                raise ValueError(f"{key}: {name!r} is not a registered model; "
-                                 f"expected one of {sorted(model_registry.MODELS)}")
-        _check_int("seed", self.seed, minimum=0)
-
-        if self.role == "ds":
-            for key in ("teacher_arch", "temperature", "alpha"):
-                if getattr(self, key) is None:
-                    raise ValueError(f"{key}: a 'ds' spec needs a {key}, got None")
-            t = _check_number("temperature", self.temperature)
-            if not t > 0:
-                raise ValueError(f"temperature: {self.temperature!r} is not > 0")
-            a = _check_number("alpha", self.alpha)
-            if not 0.0 <= a <= 1.0:
-                raise ValueError(f"alpha: {self.alpha!r} is not in [0, 1]")
-            set_("temperature", t)
-            set_("alpha", a)
-        else:
-            for key in ("teacher_arch", "temperature", "alpha"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key}: {getattr(self, key)!r} is set on a "
-                                     f"{self.role!r} spec; only 'ds' specs take it")
-
-        dinfo = data_registry.DATASETS[self.dataset]
-        minfo = model_registry.MODELS[self.arch]
-        if minfo.modality != dinfo.modality:
-            raise ValueError(f"arch: {self.arch!r} takes {minfo.modality} input but dataset "
-                             f"{self.dataset!r} is {dinfo.modality}")
-        if self.role == "ds":
-            tinfo = model_registry.MODELS[self.teacher_arch]
-            if tinfo.modality != dinfo.modality:
-                raise ValueError(f"teacher_arch: {self.teacher_arch!r} takes {tinfo.modality} "
-                                 f"input but dataset {self.dataset!r} is {dinfo.modality}")
-
-        # dataset options: defaults + overrides, unknown keys refused
-        opts = dict(self.data or {})
-        unknown = sorted(set(opts) - set(dinfo.defaults))
-        if unknown:
-            raise ValueError(f"data: unknown option(s) {unknown} for dataset {self.dataset!r}; "
-                             f"expected keys among {sorted(dinfo.defaults)}")
-        merged = {**dinfo.defaults, **opts}
-        if dinfo.check is not None:
-            try:
-                dinfo.check(dict(merged))
-            except ValueError as e:
-                raise ValueError(f"data: {e}") from None
-        set_("data", _FrozenDict(sorted(merged.items())))
-
-        # recipe: the paper's defaults for this family, dataset batch size
-        recipe = dict(FAMILY_RECIPES[minfo.family])
-        recipe.setdefault("batch_size", dinfo.batch_size)
-        recipe["augmentation"] = dinfo.augmentation
-        explicit_epochs = self.epochs is not None
-        scale_schedule = explicit_epochs and self.epochs != recipe["epochs"]
-        if isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and scale_schedule:
-            # shorter (or longer) runs keep the schedule's shape: milestones and warm-up scale
-            e, e0 = self.epochs, recipe["epochs"]
-            if self.lr_milestones is None:
-                scaled = sorted({max(1, round(m * e / e0)) for m in recipe["lr_milestones"]})
-                set_("lr_milestones", tuple(m for m in scaled if m < e))
-            if self.warmup_epochs is None:
-                set_("warmup_epochs", recipe["warmup_epochs"] * e / e0)
-        for key, default in recipe.items():
-            if getattr(self, key) is None:
-                set_(key, default)
-        _check_int("epochs", self.epochs, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: {self.optimizer!r} is not one of {OPTIMIZERS}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule: {self.lr_schedule!r} is not one of {SCHEDULES}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"augmentation: {self.augmentation!r} is not one of {AUGMENTATIONS}")
-        for key in ("lr", "weight_decay", "lr_gamma", "warmup_epochs") + (
-                ("momentum",) if self.momentum is not None else ()):
-            v = _check_number(key, getattr(self, key))
-            if v < 0 or (key == "lr" and v == 0):
-                raise ValueError(f"{key}: {getattr(self, key)!r} is not "
-                                 f"{'> 0' if key == 'lr' else '>= 0'}")
-            set_(key, v)
-        ms = tuple(self.lr_milestones)
-        for m in ms:
-            _check_int("lr_milestones", m, minimum=1)
-        if list(ms) != sorted(set(ms)):
-            raise ValueError(f"lr_milestones: {ms!r} is not strictly increasing")
-        set_("lr_milestones", ms)
-        for key in ("pretrained", "deterministic"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key}: {getattr(self, key)!r} is not a bool")
-        if self.micro_batch_size is not None:
-            _check_int("micro_batch_size", self.micro_batch_size, minimum=1)
-            if self.micro_batch_size > self.batch_size:
-                raise ValueError(f"micro_batch_size: {self.micro_batch_size} is not <= "
-                                 f"batch_size {self.batch_size}")
+        for name, value in resolve(self).items():  # a frozen dataclass: set them once, here
+            object.__setattr__(self, name, value)
 
     # -- identity ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -267,7 +164,7 @@ class RunSpec:
 
         DS runs with equal keys distil from the same teacher run, draw the same batches and
         augmentation and start from the same weights, so they train in lockstep sharing
-        one teacher forward per batch (``kdray.train.Trainer``).
+        one teacher forward per batch (``kdray.training.loop.Trainer``).
         """
         d = self.to_dict()
         d.pop("temperature"), d.pop("alpha")
@@ -282,6 +179,118 @@ class RunSpec:
 
     def replace(self, **changes: Any) -> "RunSpec":
         return dataclasses.replace(self, **changes)
+
+
+# ----------------------------------------------------------------------------------------
+# Resolution: the one function that checks a spec and fills its recipe in
+# ----------------------------------------------------------------------------------------
+def resolve(spec: RunSpec) -> dict[str, Any]:
+    """Every field of ``spec``, checked, with its dataset options and recipe filled in.
+
+    1. identity: the role, the dataset and model names and the seed are valid; temperature,
+       alpha and teacher arch are set exactly for DS runs; the models take the dataset's
+       modality;
+    2. ``data``: the dataset's registered defaults, then the spec's options (unknown keys
+       refused, the dataset's own check applied);
+    3. the recipe: every unset field takes the paper's recipe for the model's family
+       (:data:`FAMILY_RECIPES`), with the dataset's batch size and augmentation; a spec that
+       sets ``epochs`` keeps the schedule's shape (milestones and warm-up scale with it);
+    4. the resolved recipe is checked. ``ValueError`` names the first bad field.
+    """
+    from kdray.data import DATASETS
+    from kdray.models import MODELS
+
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    _check_identity(fields)
+    dataset = DATASETS[fields["dataset"]]
+    for key in ("arch",) + (("teacher_arch",) if fields["role"] == "ds" else ()):
+        modality = MODELS[fields[key]].modality
+        if modality != dataset.modality:
+            raise ValueError(f"{key}: {fields[key]!r} takes {modality} input but dataset "
+                             f"{fields['dataset']!r} is {dataset.modality}")
+    fields["data"] = _dataset_options(fields["dataset"], fields["data"], dataset)
+    fields.update(_recipe(fields, dataset, MODELS[fields["arch"]].family))
+    _check_recipe(fields)
+    return fields
+
+
+def _check_identity(fields: dict[str, Any]) -> None:
+    check("role", fields["role"])
+    check("dataset", fields["dataset"])
+    ds = fields["role"] == "ds"
+    for key in ("arch",) + (("teacher_arch",) if ds else ()):
+        check(key, fields[key])
+    check("seed", fields["seed"])
+    for key in DS_ONLY:
+        if ds and fields[key] is None:
+            raise ValueError(f"{key}: a 'ds' spec needs a {key}, got None")
+        if not ds and fields[key] is not None:
+            raise ValueError(f"{key}: {fields[key]!r} is set on a {fields['role']!r} spec; "
+                             f"only 'ds' specs take it")
+    if ds:
+        for key in ("temperature", "alpha"):
+            check(key, fields[key])
+            fields[key] = float(fields[key])
+
+
+def _dataset_options(name: str, options: Mapping[str, Any] | None, dataset) -> "_FrozenDict":
+    """The dataset's defaults updated with ``options``; unknown keys refused."""
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - set(dataset.defaults))
+    if unknown:
+        raise ValueError(f"data: unknown option(s) {unknown} for dataset {name!r}; "
+                         f"expected keys among {sorted(dataset.defaults)}")
+    merged = {**dataset.defaults, **opts}
+    if dataset.check is not None:
+        try:
+            dataset.check(dict(merged))
+        except ValueError as e:
+            raise ValueError(f"data: {e}") from None
+    return _FrozenDict(sorted(merged.items()))
+
+
+def _recipe(fields: dict[str, Any], dataset, family: str) -> dict[str, Any]:
+    """The recipe fields the spec left unset, from its family's recipe and the dataset; a
+    spec whose ``epochs`` differ from the recipe's gets milestones and warm-up scaled."""
+    recipe = dict(FAMILY_RECIPES[family])
+    recipe.setdefault("batch_size", dataset.batch_size)
+    recipe["augmentation"] = dataset.augmentation
+    e, e0 = fields["epochs"], recipe["epochs"]
+    out: dict[str, Any] = {}
+    if isinstance(e, int) and not isinstance(e, bool) and e != e0:
+        # shorter (or longer) runs keep the schedule's shape: milestones and warm-up scale
+        if fields["lr_milestones"] is None:
+            scaled = sorted({max(1, round(m * e / e0)) for m in recipe["lr_milestones"]})
+            out["lr_milestones"] = tuple(m for m in scaled if m < e)
+        if fields["warmup_epochs"] is None:
+            out["warmup_epochs"] = recipe["warmup_epochs"] * e / e0
+    for key, default in recipe.items():
+        if fields[key] is None and key not in out:
+            out[key] = default
+    return out
+
+
+def _check_recipe(fields: dict[str, Any]) -> None:
+    for key in ("epochs", "batch_size", "optimizer", "lr_schedule", "augmentation"):
+        check(key, fields[key])
+    for key in ("lr", "weight_decay", "lr_gamma", "warmup_epochs", "momentum"):
+        if key != "momentum" or fields[key] is not None:
+            check(key, fields[key])
+            fields[key] = float(fields[key])
+    milestones = tuple(fields["lr_milestones"])
+    for m in milestones:
+        check("lr_milestones", m)
+    if list(milestones) != sorted(set(milestones)):
+        raise ValueError(f"lr_milestones: {milestones!r} is not strictly increasing")
+    fields["lr_milestones"] = milestones
+    for key in ("pretrained", "deterministic"):
+        if not isinstance(fields[key], bool):
+            raise ValueError(f"{key}: {fields[key]!r} is not a bool")
+    if fields["micro_batch_size"] is not None:
+        check("micro_batch_size", fields["micro_batch_size"])
+        if fields["micro_batch_size"] > fields["batch_size"]:
+            raise ValueError(f"micro_batch_size: {fields['micro_batch_size']} is not <= "
+                             f"batch_size {fields['batch_size']}")
 
 
 def _at_added_default(name: str, value: Any) -> bool:
@@ -305,16 +314,3 @@ class _FrozenDict(dict):
 
     def __reduce__(self):
         return (_FrozenDict, (list(self.items()),))
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: {value!r} is not an integer")
-    if value < minimum:
-        raise ValueError(f"{name}: {value!r} is not >= {minimum}")
-
-
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: {value!r} is not a finite number")
-    return float(value)

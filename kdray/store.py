@@ -1,6 +1,6 @@
 """The results store: one URI (a local path or ``s3://bucket/prefix``) through pyarrow filesystems.
 
-Layout (the data contract, DESIGN.md "The store")::
+Layout (the data contract, ``docs/store.md``)::
 
     {store}/runs/{run_id}/predictions.parquet   one row per test sample
     {store}/runs/{run_id}/model.safetensors     final weights (DS trials read their teacher's)
@@ -8,6 +8,7 @@ Layout (the data contract, DESIGN.md "The store")::
     {store}/analysis/...                        the aggregation job's outputs
     {store}/tune/...                            Ray Tune's experiment state and checkpoints
 
+A run is committed by :meth:`Store.commit_run`: its predictions, its weights, then run.json.
 A run is complete only when ``run.json`` exists and its ``predictions_sha256`` is the SHA-256
 of the bytes of ``predictions.parquet``. Every file is written whole: locally to a temporary
 name then renamed, on S3 as one PUT (an object appears only when its upload completes).
@@ -79,6 +80,33 @@ def predictions_table(run_id: str, spec: Mapping[str, Any], sample_index: np.nda
         cols[f"attr_{name}"] = pa.array(np.asarray(values, dtype=np.int64))
         fields.append(pa.field(f"attr_{name}", pa.int64()))
     return pa.Table.from_pydict(cols, schema=pa.schema(fields))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A run's predicted labels on its test split, in sample order, with what the dataset says
+    about the samples: their labels, the sensitive attributes' values, and the names."""
+
+    pred: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    attributes: Mapping[str, np.ndarray]
+    class_names: list[str]
+    attribute_values: Mapping[str, list[str]]
+
+    def per_class_accuracy(self) -> list[float | None]:
+        """Accuracy on each class's test samples (``None`` for a class with no test sample)."""
+        total = np.bincount(self.labels, minlength=self.num_classes)
+        hit = np.bincount(self.labels[self.labels == self.pred], minlength=self.num_classes)
+        return [float(h / t) if t else None for h, t in zip(hit, total)]
+
+    def metrics(self) -> dict[str, Any]:
+        """run.json's metrics: test accuracy, per-class accuracy and test samples per class."""
+        n = len(self.labels)
+        return {"test_accuracy": float((self.pred == self.labels).mean()) if n else float("nan"),
+                "per_class_accuracy": self.per_class_accuracy(),
+                "per_class_n": np.bincount(self.labels, minlength=self.num_classes).tolist(),
+                "n_test": n, "num_classes": self.num_classes}
 
 
 @dataclass(frozen=True)
@@ -207,6 +235,24 @@ class Store:
                 raise ValueError(f"{run_id}: model.safetensors does not match the model_sha256 "
                                  f"of its run.json; the run is incomplete and must be trained again")
         return load(data)
+
+    def commit_run(self, spec, predictions: Predictions, provenance: Mapping[str, Any], *,
+                   weights: Mapping[str, Any]) -> dict[str, Any]:
+        """Commit one run of ``spec`` (a RunSpec): ``predictions.parquet``, then
+        ``model.safetensors`` (``weights``, a state dict), then ``run.json``, the commit marker:
+        the spec, the metrics, the data's names, both checksums and ``provenance``
+        (``kdray.trial.provenance.Provenance.record``). Returns the run.json record."""
+        p = predictions
+        table = predictions_table(spec.run_id, spec.to_dict(), np.arange(len(p.labels)),
+                                  p.labels, p.pred, p.attributes)
+        sha = self.write_predictions(spec.run_id, table)
+        model_sha = self.write_model(spec.run_id, weights, {"run_id": spec.run_id})
+        record = {"run_id": spec.run_id, "spec": spec.to_dict(), **p.metrics(),
+                  "attributes": sorted(p.attributes), "class_names": p.class_names,
+                  "attribute_values": p.attribute_values, "predictions_sha256": sha,
+                  "model_sha256": model_sha, **provenance}
+        self.write_run_json(spec.run_id, record)
+        return record
 
     def write_run_json(self, run_id: str, record: Mapping[str, Any]) -> None:
         """Write run.json, the commit marker: call it after predictions and model are written."""

@@ -1,73 +1,21 @@
-"""Weights & Biases tracking: one W&B run per trial.
+"""Weights & Biases tracking: one W&B run per run (every student of a cohort has its own).
 
-A trial's run: project (default ``kdray``), group = dataset and pair
+A run's W&B run: project (default ``kdray``), group = dataset and pair
 (e.g. ``cifar100/resnet56-resnet20``), job_type = role, name = run_id, config = the spec,
 tags ``T=…`` and ``alpha=…`` for DS runs. It logs per-epoch loss and accuracy, the final test
-accuracy and the per-class accuracy as a ``wandb.Table``.
-
-Mode: ``online``, ``offline`` or ``disabled``, from the flag, else ``$WANDB_MODE``, else
-``offline`` when no API key is configured (``$WANDB_API_KEY`` or a ``wandb login`` entry in
-``~/.netrc``) and ``online`` when one is. The key is read by wandb from the environment; kdray
-never copies it into a config, the store or a log.
-
-On a cluster head the key can come from AWS Systems Manager: with ``$KDRAY_WANDB_KEY_SSM``
-naming a SecureString parameter (``cluster/aws.yaml`` sets it), :func:`resolve_mode` reads it
-into this process's environment only, so it is never in a file on the node or in the repo.
+accuracy and the per-class accuracy as a ``wandb.Table``. In a sweep the runs are created
+by one logging actor on the driver's node (:func:`tune_callback`); ``python -m kdray.trial``
+makes its own (:class:`Tracker`). Which mode W&B runs in, and where the API key comes from:
+``kdray/connect.py``.
 """
 
 from __future__ import annotations
 
-import netrc
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from kdray.spec import RunSpec
-
-MODES = ("online", "offline", "disabled")
-SSM_ENV = "KDRAY_WANDB_KEY_SSM"
-
-
-def key_from_ssm() -> bool:
-    """Set ``$WANDB_API_KEY`` (this process only) from the SSM SecureString parameter named by
-    ``$KDRAY_WANDB_KEY_SSM``, unless a key is already set; True when it did."""
-    name = os.environ.get(SSM_ENV)
-    if not name or os.environ.get("WANDB_API_KEY"):
-        return False
-    try:
-        import boto3
-
-        value = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-    except Exception as e:  # noqa: BLE001 - no key means offline, said once
-        print(f"W&B: no API key from SSM parameter {name!r} ({type(e).__name__}); "
-              f"W&B runs offline unless a key is set", file=sys.stderr)
-        return False
-    os.environ["WANDB_API_KEY"] = value.strip()
-    return True
-
-
-def has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_mode(flag: str | None = None) -> str:
-    """The W&B mode: the flag, else $WANDB_MODE, else online iff an API key is configured."""
-    if flag != "disabled":
-        key_from_ssm()
-    mode = flag or os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
-    if mode == "dryrun":  # wandb's old name for offline
-        mode = "offline"
-    if mode not in MODES:
-        src = "--wandb-mode" if flag else "$WANDB_MODE"
-        raise ValueError(f"{src}: {mode!r} is not one of {MODES}")
-    return mode
-
 
 @dataclass(frozen=True)
 class WandbConfig:
@@ -209,7 +157,6 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
     """
     import ray
     from ray import tune
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     class KdrayWandbCallback(tune.Callback):
         def __init__(self) -> None:
@@ -217,15 +164,7 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
             self.finished: set[str] = set()
 
         def setup(self, **info: Any) -> None:
-            # the key is read here, in the driver, never kept on this object: Tune pickles
-            # its callbacks into the experiment state (tuner.pkl in the store)
-            key = os.environ.get("WANDB_API_KEY")
-            env = {**config.env(), **({"WANDB_API_KEY": key} if key else {})}
-            node = ray.get_runtime_context().get_node_id()
-            self.actor = ray.remote(WandbRuns).options(
-                num_cpus=0, max_restarts=-1, max_task_retries=-1,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                runtime_env={"env_vars": env}).remote(config.env())
+            self.actor = _logging_actor(config)
 
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
             for d in trial.config["specs"]:
@@ -261,6 +200,22 @@ def tune_callback(config: WandbConfig, groups: Mapping[str, str]):
     if config.dir:
         os.makedirs(config.dir, exist_ok=True)
     return KdrayWandbCallback()
+
+
+def _logging_actor(config: WandbConfig):
+    """The :class:`WandbRuns` actor on this (the driver's) node. The API key is read here, in
+    the driver, and handed to the actor's environment, never kept on the callback: Tune
+    pickles its callbacks into the experiment state (tuner.pkl in the store)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    key = os.environ.get("WANDB_API_KEY")
+    env = {**config.env(), **({"WANDB_API_KEY": key} if key else {})}
+    node = ray.get_runtime_context().get_node_id()
+    return ray.remote(WandbRuns).options(
+        num_cpus=0, max_restarts=-1, max_task_retries=-1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        runtime_env={"env_vars": env}).remote(config.env())
 
 
 def wandb_id(run_id: str) -> str:

@@ -5,15 +5,15 @@
     python sweeps/full_paper.py --smoke-test               # the same path on CPU, tiny data
 
 The experiments (datasets x teacher/student pairs x temperatures x alphas) are the paper's
-tables, listed in ``kdray/paper.py``. Narrow with ``--datasets``; extend a finished study with
+tables, listed in ``kdray/sweep/paper.py``. Narrow with ``--datasets``; extend a finished study with
 ``--temperatures`` or ``--seeds``: complete runs are skipped, so only new runs train.
 Afterwards the analysis job writes and prints the tables (``{store}/analysis/``).
 """
 
 import sys
 
-from kdray.cli import sweep_main
-from kdray.paper import EXPERIMENTS
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.paper import EXPERIMENTS
 
 if __name__ == "__main__":
     sys.exit(sweep_main(EXPERIMENTS, description=__doc__))

@@ -2,15 +2,15 @@
 
     ray submit cluster/aws.yaml sweeps/high_temps.py -- --store s3://BUCKET/kdray
 
-Same experiment list as ``sweeps/full_paper.py`` (``kdray/paper.py``); teachers and
+Same experiment list as ``sweeps/full_paper.py`` (``kdray/sweep/paper.py``); teachers and
 non-distilled students are the same runs, so on a store where the full study is complete
 only the new distilled students train.
 """
 
 import sys
 
-from kdray.cli import sweep_main
-from kdray.paper import EXPERIMENTS, high_temperature_extension
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.paper import EXPERIMENTS, high_temperature_extension
 
 if __name__ == "__main__":
     sys.exit(sweep_main(high_temperature_extension(EXPERIMENTS), description=__doc__))

@@ -24,8 +24,8 @@ cohort of 3 DS in 19 s (the sums of their epochs' times in ``run.json``).
 
 import sys
 
-from kdray.cli import sweep_main
-from kdray.grid import Experiment
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.grid import Experiment
 
 EXPERIMENTS = [
     Experiment(

@@ -122,7 +122,7 @@ def digits():
 def digits_teacher(digits):
     """A ResNet-20 teacher trained one epoch on ``digits`` (for DS and cohort tests)."""
     from kdray import RunSpec
-    from kdray.train import Trainer
+    from kdray.training.loop import Trainer
 
     spec = RunSpec(dataset="digits", role="teacher", arch="resnet20", epochs=1, batch_size=64,
                    data={"image_size": 16}, lr=STABLE_LR)

@@ -15,7 +15,7 @@ from kdray import RunSpec
 from kdray.data import DatasetSplits, TensorData
 from kdray.models import MODELS, build_model, register_model
 from kdray.models.text import SequenceClassifier
-from kdray.train import Trainer, backward_in_micro_batches, kd_loss
+from kdray.training.loop import Trainer, backward_in_micro_batches, kd_loss
 
 B = 24
 

@@ -31,8 +31,8 @@ def test_binary_equals_fairlearn(backend):
     assert m["n_classes"] == 1 and m["n_undefined"] == 0
 
 
-def test_api_notes_numeric_example():
-    # API_NOTES §5: per-group TPR .667/.5/1.0, FPR .333/.5/.5, selection .5/.5/.75
+def test_fairlearn_worked_example():
+    # docs/fairness.md: per-group TPR .667/.5/1.0, FPR .333/.5/.5, selection .5/.5/.75
     y = np.array([1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0])
     p = np.array([1, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0])
     a = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])

@@ -115,3 +115,69 @@ def test_every_study_field_separates_studies(field):
     assert study_key(spec) != study_key(other)
     for f in MODEL_FIELDS:  # the model's fields never do
         assert study_key(spec) == study_key({**spec, f: "other"})
+
+
+# What the analysis may import of kdray: the store, RunSpec (its module and its field rules)
+# and the shared module that joins Ray and picks W&B's mode; never the sweep side.
+ANALYSIS_MAY_IMPORT = {"kdray", "kdray.store", "kdray.spec", "kdray.checks", "kdray.connect"}
+SWEEP_SIDE = ("kdray.sweep", "kdray.trial", "kdray.training")
+
+
+def kdray_imports(package: str) -> dict[str, set[str]]:
+    """module of ``package`` -> the kdray modules it imports anywhere (lazy ones included)."""
+    out = {}
+    for name, path in _modules(package).items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.split(".")[0] == "kdray"}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kdray":
+                kdray_mods = _modules("kdray")
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    found.add(full if full in kdray_mods else node.module)
+        out[name] = found
+    return out
+
+
+def test_the_analysis_never_imports_the_sweep_side():
+    imported = kdray_imports("analysis")
+    for module, found in imported.items():
+        assert found <= ANALYSIS_MAY_IMPORT, (module, found - ANALYSIS_MAY_IMPORT)
+    # nor through what it may import
+    graph = without_registrations(import_graph("kdray"))
+    reach, todo = set(), [m for found in imported.values() for m in found]
+    while todo:
+        for dep in graph.get(todo.pop(), set()) - reach:
+            reach.add(dep)
+            todo.append(dep)
+    assert not [m for m in reach if m.startswith(SWEEP_SIDE)], sorted(reach)
+
+
+def test_the_sweep_check_finds_a_sweep_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "analysis"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from kdray.sweep.cluster import placement\n")
+    (tmp_path / "kdray").mkdir()
+    (tmp_path / "kdray" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert kdray_imports("analysis")["analysis.a"] == {"kdray.sweep.cluster"}
+
+
+# kdray's layers, lowest first; a module may import its own layer's and lower ones only (the
+# contract's RunSpec reads the registries to resolve a recipe, so those two sit together)
+LAYERS = [("kdray", "kdray.spec", "kdray.checks", "kdray.store", "kdray.connect",
+           "kdray.tracking", "kdray.data", "kdray.models"),
+          ("kdray.training",), ("kdray.trial",), ("kdray.sweep",)]
+
+
+def layer_of(module: str) -> int:
+    return max(i for i, prefixes in enumerate(LAYERS)
+               if any(module == p or module.startswith(p + ".") for p in prefixes))
+
+
+def test_no_import_runs_back_up_a_layer():
+    graph = without_registrations(import_graph("kdray"))
+    up = [(m, d) for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m)]
+    assert not up, up

@@ -152,7 +152,7 @@ def test_class_names_reach_tables_csvs_and_figures(dataset, tmp_path, ray_local)
     from analysis.figures import draw
     from matplotlib.text import Text
 
-    from kdray.grid import Experiment, expand
+    from kdray.sweep.grid import Experiment, expand
     from kdray.store import Store
     from kdray.trial import run
 

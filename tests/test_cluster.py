@@ -19,15 +19,17 @@ import torch
 import yaml
 
 from conftest import STABLE_LR
-from kdray import runtime
-from kdray.checkpoint import DEFAULT, Cadence, CheckpointClock, load_state, restore, save_state
-from kdray.cluster import (LOST, OWN, UNKNOWN, RetryPolicy, failure_kind,
-                           parse_resource_overrides, trial_resources)
+from kdray.trial import provenance
+from kdray.sweep import runtime
+from kdray.sweep.checkpoints import DEFAULT, Cadence, CheckpointClock
+from kdray.training.state import load_state, restore, save_state
+from kdray.sweep.cluster import parse_resource_overrides, trial_resources
+from kdray.sweep.retries import LOST, OWN, UNKNOWN, RetryPolicy, failure_kind
 from kdray.data import load_dataset
-from kdray.grid import expand
-from kdray.paper import EXPERIMENTS
+from kdray.sweep.grid import expand
+from kdray.sweep.paper import EXPERIMENTS
 from kdray.spec import RunSpec
-from kdray.train import Trainer
+from kdray.training.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE_ARCHS = {"resnet50", "vit_base", "tiny_vit"}  # ImageNet-size models
@@ -190,8 +192,8 @@ def test_a_trial_given_a_logical_gpu_fails_at_once_and_its_first_report_names_no
         import sys
         import ray
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
-        from kdray.cli import sweep_main
-        from kdray.grid import Experiment
+        from kdray.sweep.cli import sweep_main
+        from kdray.sweep.grid import Experiment
         exp = Experiment("gpu", ("digits",), (("resnet20", "lenet5"),), (2.0,), seeds=(0,),
                          recipe={"epochs": 1, "batch_size": 64}, data={"image_size": 16})
         sys.exit(sweep_main([exp]))
@@ -219,10 +221,10 @@ def test_a_trial_given_a_logical_gpu_fails_at_once_and_its_first_report_names_no
 
 
 def test_code_version_from_env_git_or_the_git_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv(runtime.COMMIT_ENV, "0123456789abcdef0123456789abcdef01234567")
-    assert runtime.code_version(tmp_path).endswith("+0123456789ab")
-    monkeypatch.delenv(runtime.COMMIT_ENV)
-    assert runtime.code_version(tmp_path) == runtime.code_version.__globals__["kdray"].__version__
+    monkeypatch.setenv(provenance.COMMIT_ENV, "0123456789abcdef0123456789abcdef01234567")
+    assert provenance.code_version(tmp_path).endswith("+0123456789ab")
+    monkeypatch.delenv(provenance.COMMIT_ENV)
+    assert provenance.code_version(tmp_path) == provenance.code_version.__globals__["kdray"].__version__
     # a node without a git binary, the checkout's .git synced by the cluster launcher
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))
     git = tmp_path / "repo" / ".git"
@@ -230,12 +232,12 @@ def test_code_version_from_env_git_or_the_git_folder(tmp_path, monkeypatch):
     (tmp_path / "repo" / "pkg").mkdir()
     (git / "HEAD").write_text("ref: refs/heads/main\n")
     (git / "refs" / "heads" / "main").write_text("a" * 40 + "\n")
-    assert runtime.code_version(tmp_path / "repo" / "pkg").endswith("+" + "a" * 12)
+    assert provenance.code_version(tmp_path / "repo" / "pkg").endswith("+" + "a" * 12)
     (git / "refs" / "heads" / "main").unlink()
     (git / "packed-refs").write_text(f"# pack-refs\n{'b' * 40} refs/heads/main\n")
-    assert runtime.code_version(tmp_path / "repo" / "pkg").endswith("+" + "b" * 12)
+    assert provenance.code_version(tmp_path / "repo" / "pkg").endswith("+" + "b" * 12)
     (git / "HEAD").write_text("c" * 40 + "\n")  # detached
-    assert runtime.code_version(tmp_path / "repo" / "pkg").endswith("+" + "c" * 12)
+    assert provenance.code_version(tmp_path / "repo" / "pkg").endswith("+" + "c" * 12)
 
 
 def test_the_cluster_config_syncs_the_git_folder_for_provenance():
@@ -343,7 +345,7 @@ def test_failures_are_told_apart():
 def test_lost_nodes_retry_forever_own_errors_a_bounded_number_of_times(monkeypatch):
     node_died, process_died, unreachable, own = _errors()
     alive = {"n1", "n2"}
-    monkeypatch.setattr("kdray.cluster._alive_nodes", lambda: set(alive))
+    monkeypatch.setattr("kdray.sweep.retries._alive_nodes", lambda: set(alive))
     lines = []
     policy = RetryPolicy(max_failures=2, node_grace_s=30, log=lines.append, name=lambda t: t.trial_id)
     trial = types.SimpleNamespace(trial_id="t1", max_failures=-1)

@@ -11,7 +11,7 @@ import torch
 from conftest import STABLE_LR
 from kdray import RunSpec
 from kdray.data import load_dataset
-from kdray.train import Trainer, check_cohort, divergence_message
+from kdray.training.loop import Trainer, check_cohort, divergence_message
 
 pytestmark = pytest.mark.trains
 

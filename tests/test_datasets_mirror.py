@@ -1,7 +1,7 @@
 """A downloadable dataset is fetched once into the store and every node reads it from there.
 
 The store is a real S3 server (moto on 127.0.0.1). The sweep driver stages each dataset
-(``kdray.data.stage_datasets``) from its data directory into ``{store}/datasets``; a second
+(``kdray.data.fetch.stage_datasets``) from its data directory into ``{store}/datasets``; a second
 "node" with an empty data directory and no network then loads it from the store alone, and
 gets exactly the arrays and files the driver has.
 """
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdray.data import DATASETS, TensorData, fetch, load_dataset, stage_datasets, write_tiny
+from kdray.data import DATASETS, TensorData, fetch, load_dataset, write_tiny
+from kdray.data.fetch import stage_datasets
+from kdray.sweep.cluster import DATASET_NODE_KINDS
 from kdray.store import Store
 from test_datasets_images import forbid_network
 
@@ -29,7 +31,7 @@ def test_the_downloadable_datasets_are_the_papers():
     assert DOWNLOADABLE == ["celeba-eyeglasses", "celeba-smiling", "cifar10", "cifar100",
                             "hatexplain", "svhn", "tinyimagenet"]
     assert not DATASETS["imagenet"].downloadable  # a licence: put there by the user
-    assert DATASETS["imagenet"].node_kind == "gpu_large"
+    assert DATASET_NODE_KINDS["imagenet"] == "gpu_large"
 
 
 def _same(a, b) -> None:

@@ -4,8 +4,8 @@ new seeds, schedule only the new runs, and the analysis picks them up with nothi
 import pytest
 
 from conftest import TINY_RECIPE, TINY_TRIFEATURE
-from kdray.cli import sweep_main
-from kdray.grid import Experiment
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.grid import Experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.trains]
 STUDY = [Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (1.0, 2.0), (0.8,),

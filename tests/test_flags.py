@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kdray import trial
-from kdray.cli import sweep_main
-from kdray.grid import Experiment
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.grid import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = Experiment("flags", ("trifeature-shape",), (("resnet20", "lenet5"),), (1.0, 2.0), (0.8,), (0, 1),
@@ -68,13 +68,13 @@ def no_ray(monkeypatch):
     """Starting Ray (or a sweep) fails the test."""
     import ray
 
-    import kdray.sweep
+    import kdray.sweep.driver
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started")
 
     monkeypatch.setattr(ray, "init", refuse)
-    monkeypatch.setattr(kdray.sweep, "run_sweep", refuse)
+    monkeypatch.setattr(kdray.sweep.driver, "run_plan", refuse)
 
 
 def exit_code(fn, argv) -> int:

@@ -1,4 +1,4 @@
-"""CUDA hygiene (``kdray.gpu``) on a machine without CUDA: every function is safe to call and
+"""CUDA hygiene (``kdray.training.gpu``) on a machine without CUDA: every function is safe to call and
 never starts CUDA; the pure parts (allocator setting, memory fraction, switches) by value;
 the bf16 teacher cast gives bitwise autocast's logits; the trial and sweep plumbing."""
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from kdray import gpu, trial
+from kdray import trial
+from kdray.training import gpu
 from kdray.models import build_model
 
 
@@ -32,12 +33,12 @@ def test_memory_fraction_is_the_share_less_the_context():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
 def test_without_cuda_nothing_happens_and_cuda_never_starts(monkeypatch):
-    from kdray import sweep
+    from kdray.sweep import trainable
 
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     assert gpu.limit_memory(0.25) is None
     assert gpu.release_cuda_memory() is False
-    sweep._release_memory()
+    trainable.release_memory()
     gpu.prepare_process()
     assert not torch.cuda.is_initialized()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kdray.grid import Experiment, expand, narrow
+from kdray.sweep.grid import Experiment, expand, narrow
 
 TRI = dict(name="tri", datasets=("trifeature-shape",), pairs=(("resnet20", "lenet5"),),
            temperatures=(2.0, 4.0, 8.0), alphas=(0.8,), seeds=(0, 1, 2, 3, 4), recipe={"epochs": 2})

@@ -16,6 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from kdray.models import MODELS, build_model, num_parameters  # noqa: E402
 from kdray.models.vision import tiny_vit_window_sizes, vit_patch_size  # noqa: E402
 from kdray.spec import FAMILY_RECIPES  # noqa: E402
+from kdray.sweep.cluster import RESOURCES  # noqa: E402
 
 IMAGE_SIZE = 32  # CIFAR's size, and tiny_vit's smallest (its total stride); ViT-B/16: 2x2 patches
 TEXT_INPUT = dict(vocab_size=64, pad_token_id=3, max_length=16)  # pad id deliberately not 0
@@ -75,11 +76,11 @@ def test_registry_metadata(name):
     assert info.family in FAMILY_RECIPES
     assert info.modality in ("image", "text")
     assert (info.family == "bert") == (info.modality == "text")
-    kinds = set(info.resources) - {"cpu", "gpu"}
+    kinds = set(RESOURCES[name]) - {"cpu", "gpu"}
     assert len(kinds) == 1 and kinds <= {"gpu_small", "gpu_large"}  # the node kind it needs
-    assert info.resources["cpu"] >= 1
-    assert 0 < info.resources["gpu"] <= 1
-    assert info.resources[kinds.pop()] == info.resources["gpu"]  # per GPU of the node kind
+    assert RESOURCES[name]["cpu"] >= 1
+    assert 0 < RESOURCES[name]["gpu"] <= 1
+    assert RESOURCES[name][kinds.pop()] == RESOURCES[name]["gpu"]  # per GPU of the node kind
     assert info.source
 
 

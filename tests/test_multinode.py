@@ -32,11 +32,11 @@ import pytest
 import torch
 
 from kdray import trial as kdtrial
-from kdray.cluster import LAUNCHER_CONFIG_ENV, parse_resource_overrides, trial_resources
+from kdray.sweep.cluster import LAUNCHER_CONFIG_ENV, parse_resource_overrides, trial_resources
 from kdray.data import write_tiny
-from kdray.grid import Experiment, expand
+from kdray.sweep.grid import Experiment, expand
 from kdray.store import MODEL, PREDICTIONS, RUN_JSON, Store
-from kdray.sweep import CRASH_ENV
+import faults
 from multinode import LocalCluster, aws_node_types, fake_autoscaling_config, kill_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.trains]
@@ -49,8 +49,8 @@ LARGE = Experiment("large", ("cifar10",), (("resnet50", "resnet18"),), (2.0,), (
 RESOURCES = [f"{a}=cpu:1,gpu:0" for a in ("resnet56", "resnet20", "resnet50", "resnet18")]
 SCRIPT = """
 import sys
-from kdray.cli import sweep_main
-from kdray.grid import Experiment
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.grid import Experiment
 exps = [Experiment(*args, recipe=recipe) for args, recipe in {exps!r}]
 sys.exit(sweep_main(exps))
 """
@@ -140,7 +140,8 @@ def test_placement_sharing_and_a_killed_node_on_a_multi_node_cluster(aws_like_cl
     markers = tmp_path / "markers"
     proc, log = start_sweep(tmp_path, [SMALL, LARGE], s3_uri,
                             {"RAY_ADDRESS": cluster.address, "KDRAY_DATA_DIR": str(driver_data),
-                             CRASH_ENV: f"1:{markers}:pause"}, "--checkpoint-every-epochs", "1")
+                             **faults.environment(f"1:{markers}:pause")},
+                            "--checkpoint-every-epochs", "1")
     plan = expand([SMALL, LARGE])
     small_stage1 = [s for s in plan.stage1 if kind_of(s) == "gpu_small"]
     assert len(small_stage1) == 5  # more than the 2 small nodes x 2 CPUs hold at once

@@ -8,7 +8,7 @@ from conftest import STABLE_LR
 from kdray import RunSpec
 from kdray.data import write_tiny
 from kdray.models import MODELS
-from kdray.paper import EXPERIMENTS
+from kdray.sweep.paper import EXPERIMENTS
 from kdray.store import Store
 from kdray.trial import run
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kdray.grid import expand, narrow
-from kdray.paper import EXPERIMENTS, high_temperature_extension
-from kdray.plan import THROUGHPUT, gpu_hours
+from kdray.sweep.grid import expand, narrow
+from kdray.sweep.paper import EXPERIMENTS, high_temperature_extension
+from kdray.sweep.plan import THROUGHPUT, gpu_hours
 from kdray.store import Store, predictions_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_gpu_hours_cite_their_source():
     assert all(t.source.startswith(("measured", "estimate")) for t in THROUGHPUT.values())
     assert {s.arch for s in plan.all} <= set(THROUGHPUT)
     imagenet_ds = next(s for s in plan.ds if s.dataset == "imagenet" and s.arch == "resnet18")
-    assert 4 < gpu_hours(imagenet_ds) < 7  # PERFORMANCE.md: ~6 GPU-hours per 100-epoch DS run
+    assert 4 < gpu_hours(imagenet_ds) < 7  # docs/performance.md: ~6 GPU-hours per 100-epoch DS run
 
 
 def _complete(store, spec):
@@ -142,7 +142,7 @@ def test_cluster_yaml_validates_against_rays_schema():
 def test_wandb_key_from_ssm_lands_only_in_the_environment(s3_endpoint, monkeypatch, capsys):
     import boto3
 
-    from kdray.tracking import SSM_ENV, resolve_mode
+    from kdray.connect import SSM_ENV, resolve_mode
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{s3_endpoint}"}.items():
@@ -161,7 +161,7 @@ def test_wandb_key_from_ssm_lands_only_in_the_environment(s3_endpoint, monkeypat
 
 
 def test_an_autoscaling_cluster_with_gpu_worker_types_gets_gpu_trials(ray_local, tmp_path, monkeypatch):
-    from kdray.cluster import cluster_has_gpu
+    from kdray.sweep.cluster import cluster_has_gpu
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert not cluster_has_gpu()  # the test's local Ray: CPUs only, no launcher config

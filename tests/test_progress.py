@@ -1,4 +1,4 @@
-"""The progress view of a sweep (``kdray.progress``): counts runs (cohort trials hold several),
+"""The progress view of a sweep (``kdray.sweep.progress``): counts runs (cohort trials hold several),
 updates in place on a terminal, prints plain lines at most every N seconds elsewhere, names
 the Ray dashboard; Ray's unactionable hints are dropped, real warnings and errors kept."""
 
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import STABLE_LR, TINY_TRIFEATURE
-from kdray import progress
-from kdray.progress import StageProgress, quiet_ray_hints
+from kdray.sweep import progress
+from kdray.sweep.progress import StageProgress, quiet_ray_hints
 
 LINE = re.compile(r"^(stage \d): (\d+)/(\d+) runs done, (\d+) running.*, (\d+) failed, (\d+) pending")
 
@@ -160,8 +160,8 @@ def test_sweep_prints_progress_while_trials_run(tmp_path, data_root):
     script = tmp_path / "progress_sweep.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from kdray.cli import sweep_main
-        from kdray.grid import Experiment
+        from kdray.sweep.cli import sweep_main
+        from kdray.sweep.grid import Experiment
         exp = Experiment("progress", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,),
                          seeds=(0, 1), recipe={{"epochs": 2, "batch_size": 100, "lr": {STABLE_LR!r}}},
                          data={TINY_TRIFEATURE!r})

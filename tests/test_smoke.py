@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdray.paper import EXPERIMENTS
+from kdray.sweep.paper import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.trains]

@@ -1,4 +1,4 @@
-"""The static-buffer step (``kdray.graph``), run eagerly on the CPU, equals the plain loop it
+"""The static-buffer step (``kdray.training.graph``), run eagerly on the CPU, equals the plain loop it
 replaced bitwise: weights and predictions, for a teacher, a DS cohort with mixed alphas, a
 student whose forward draws random numbers, and AdamW with warm-up and a cosine schedule.
 Also: the buffers and tallies a CUDA graph would read keep their storage, the graph-ready
@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import STABLE_LR
-from kdray import RunSpec, gpu
-from kdray.graph import StaticBatch
+from kdray import RunSpec
+from kdray.training import gpu
+from kdray.training.graph import StaticBatch
 from kdray.models import build_model
-from kdray.train import N_VIEWS, Trainer, augment_views, epoch_seed, kd_loss, lr_factor
+from kdray.training.loop import N_VIEWS, Trainer, augment_views, epoch_seed, kd_loss, lr_factor
 
 pytestmark = pytest.mark.trains
 
@@ -23,10 +24,10 @@ pytestmark = pytest.mark.trains
 # The reference: the training loop as it was before the static-buffer step
 # ----------------------------------------------------------------------------------------
 def reference_run(specs, data, teacher=None):
-    """The plain loop (kdray.train before this change), written out: per batch, gather by
+    """The plain loop (kdray.training.loop before this change), written out: per batch, gather by
     advanced indexing, augment, normalise, the teacher's forward once, then per student its
     own CPU RNG state, forward, loss, zero_grad, backward, optimiser (fused, as
-    ``kdray.step.build_optimizer`` makes it on the CPU) and schedule step.
+    ``kdray.training.step.build_optimizer`` makes it on the CPU) and schedule step.
     Returns ``[(model, test predictions)]`` in the order of ``specs``."""
     spec = specs[0]
     b = min(spec.batch_size, len(data.train))

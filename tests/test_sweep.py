@@ -9,11 +9,13 @@ import textwrap
 import numpy as np
 import pytest
 
+import faults
 from conftest import STABLE_LR, TINY_TRIFEATURE
-from kdray.checkpoint import Cadence
-from kdray.grid import Experiment, expand
+from kdray.sweep.grid import Experiment, expand
 from kdray.store import Store
-from kdray.sweep import CRASH_ENV, parse_resources, resources_of, run_sweep
+from kdray.sweep.cluster import parse_resource_overrides, resources_of
+from kdray.sweep.checkpoints import Cadence
+from kdray.sweep.driver import run_sweep
 from kdray.tracking import WandbConfig
 from wandb_records import offline_runs
 
@@ -87,10 +89,10 @@ def test_wandb_offline_runs_are_named_grouped_and_keyless(first_sweep):
 def test_killed_trial_resumes_from_its_checkpoint(first_sweep, ray_local, data_root, tmp_path, monkeypatch):
     store, _, _ = first_sweep
     one = EXP.replace(seeds=(0,), temperatures=(2.0,))
-    monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")  # each worker dies after epoch 1
+    faults.inject(monkeypatch, f"1:{tmp_path / 'markers'}")  # each worker dies after epoch 1
     crashed = Store(tmp_path / "store")
     report = run_sweep([one], crashed, data_dir=data_root, max_failures=1,
-                       checkpoint=Cadence(every_epochs=1))  # a resume checkpoint every epoch
+                       cadence=Cadence(every_epochs=1))  # a resume checkpoint every epoch
     assert report.ok, report.format()
     plan = expand([one])
     assert len(os.listdir(tmp_path / "markers")) == len(plan)  # every trial really was killed
@@ -106,12 +108,12 @@ def test_rerun_resumes_what_an_earlier_sweep_left_unfinished(first_sweep, ray_lo
     store, _, _ = first_sweep
     one = EXP.replace(seeds=(1,), temperatures=(4.0,))
     crashed = Store(tmp_path / "store")
-    monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")
+    faults.inject(monkeypatch, f"1:{tmp_path / 'markers'}")
     first = run_sweep([one], crashed, data_dir=data_root, max_failures=0,  # no retries left
-                      checkpoint=Cadence(every_epochs=1))
+                      cadence=Cadence(every_epochs=1))
     plan = expand([one])
     assert set(first.failed) == {s.run_id for s in plan.stage1} and len(first.not_launched) == 1
-    monkeypatch.delenv(CRASH_ENV)
+    monkeypatch.delenv(faults.CRASH_ENV)
     second = run_sweep([one], crashed, data_dir=data_root)  # e.g. after the head node died
     assert second.ok and len(second.ran) == 3
     for spec in plan.stage1:
@@ -125,8 +127,8 @@ def test_failing_trial_is_reported_and_the_script_exits_nonzero(ray_local, data_
     script = tmp_path / "failing_sweep.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from kdray.cli import sweep_main
-        from kdray.grid import Experiment
+        from kdray.sweep.cli import sweep_main
+        from kdray.sweep.grid import Experiment
         # pretrained=True: CIFAR ResNets have no published weights, so building the model fails
         bad = Experiment("bad", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,), seeds=(0,),
                          recipe={{"epochs": 1, "pretrained": True}}, data={TINY_TRIFEATURE!r})
@@ -148,9 +150,9 @@ def test_resources_per_architecture():
     ds = expand([EXP]).ds[0]  # LeNet-5 alone asks for 1/8 GPU; with its ResNet-20 teacher, 1/4
     assert resources_of(ds) == {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}
     assert resources_of(spec, use_gpu=False) == {"cpu": 1}
-    assert resources_of(spec, parse_resources(["resnet20=cpu:2,gpu:0.5"])) == \
+    assert resources_of(spec, parse_resource_overrides(["resnet20=cpu:2,gpu:0.5"])) == \
         {"cpu": 2, "gpu": 0.5, "gpu_small": 0.25}
     with pytest.raises(ValueError, match="--resources: 'resnet99=cpu:1'"):
-        parse_resources(["resnet99=cpu:1"])
+        parse_resource_overrides(["resnet99=cpu:1"])
     with pytest.raises(ValueError, match="'gpu:-1'"):
-        parse_resources(["resnet20=gpu:-1"])
+        parse_resource_overrides(["resnet20=gpu:-1"])

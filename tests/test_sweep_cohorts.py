@@ -7,13 +7,14 @@ import os
 import numpy as np
 import pytest
 
+import faults
 from conftest import STABLE_LR, TINY_TRIFEATURE
-from kdray.checkpoint import Cadence
-from kdray.grid import COHORT_MAX, Experiment, cohort_cap, cohorts, expand, parse_cohort_sizes
-from kdray.plan import cohort_gpu_hours, format_plan, gpu_hours, plan_json
+from kdray.sweep.grid import COHORT_MAX, Experiment, cohort_cap, cohorts, expand, parse_cohort_sizes
+from kdray.sweep.plan import cohort_gpu_hours, format_plan, gpu_hours, plan_json
 from kdray.store import MODEL, Store
-from kdray.sweep import CRASH_ENV, run_sweep
-from kdray.train import divergence_message
+from kdray.sweep.checkpoints import Cadence
+from kdray.sweep.driver import run_sweep
+from kdray.training.loop import divergence_message
 
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0, 4.0), (0.8,), (0, 1),
                  recipe={"epochs": 2, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
@@ -89,10 +90,10 @@ def test_killed_cohort_resumes_every_student_from_its_checkpoint(ray_local, data
     plan = expand([one])
     clean = Store(tmp_path / "clean")
     assert run_sweep([one], clean, data_dir=data_root).ok
-    monkeypatch.setenv(CRASH_ENV, f"1:{tmp_path / 'markers'}")  # each trial dies after epoch 1
+    faults.inject(monkeypatch, f"1:{tmp_path / 'markers'}")  # each trial dies after epoch 1
     crashed = Store(tmp_path / "crashed")
     report = run_sweep([one], crashed, data_dir=data_root, max_failures=1,
-                       checkpoint=Cadence(every_epochs=1))  # a resume checkpoint every epoch
+                       cadence=Cadence(every_epochs=1))  # a resume checkpoint every epoch
     assert report.ok, report.format()
     assert len(os.listdir(tmp_path / "markers")) == len(plan.stage1) + 1  # the cohort died once
     records = {s.run_id: crashed.read_run_json(s.run_id) for s in plan.ds}

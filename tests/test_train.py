@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import STABLE_LR
 from kdray import RunSpec
-from kdray.train import N_VIEWS, Trainer, augment_views, kd_loss, lr_factor
+from kdray.training.loop import N_VIEWS, Trainer, augment_views, kd_loss, lr_factor
 
 pytestmark = pytest.mark.trains
 
@@ -171,7 +171,7 @@ def test_predictions_come_from_fp32_logits(digits):
 
 
 def test_deterministic_spec_switches_determinism_on_for_its_trainer_only(digits, monkeypatch):
-    from kdray import gpu
+    from kdray.training import gpu
 
     monkeypatch.delenv(gpu.CUBLAS_ENV, raising=False)
     spec = _spec(arch="lenet5", role="nds", epochs=1)

@@ -16,7 +16,7 @@ SMALL = {"image_size": 16, "per_combination": 2, "test_per_combination": 1}
 
 
 def literal_render(shape, texture, colour, rng):
-    """TRIFEATURE.md's three steps on full canvases, with scipy rotations (slow reference)."""
+    """docs/trifeature.md's three steps on full canvases, with scipy rotations (slow reference)."""
     tmpl = T.shape_template(shape).astype(np.float64)
     rot = np.clip(ndi.rotate(tmpl, int(rng.integers(-45, 45)), order=1, reshape=True), 0, 1)
     h, w = rot.shape

@@ -14,6 +14,7 @@ Register a dataset with::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,30 +115,27 @@ class DatasetInfo:
     loader: Callable[[dict, Path], DatasetSplits]
     num_classes: int
     batch_size: int  # the paper's batch size for this dataset (Appendix C)
-    defaults: dict[str, Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
     attributes: tuple[str, ...] = ()
     modality: str = "image"
     augmentation: str = "crop_flip"
     source: str = ""
     check: Callable[[dict], Any] | None = None  # raises ValueError on bad options, before any work
     downloadable: bool = False  # fetched from the internet: staged once into {store}/datasets
-    node_kind: str | None = None  # the node kind its trials need (where it is staged), if any
 
 
 DATASETS: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, *, num_classes: int, batch_size: int,
-                     defaults: dict[str, Any] | None = None, attributes: tuple[str, ...] = (),
-                     modality: str = "image", augmentation: str = "crop_flip",
-                     source: str = "", check: Callable[[dict], Any] | None = None,
-                     downloadable: bool = False, node_kind: str | None = None) -> Callable:
+def register_dataset(name: str, **fields: Any) -> Callable:
+    """Register the decorated loader as dataset ``name``; ``fields`` are :class:`DatasetInfo`'s
+    (``num_classes`` and ``batch_size`` required)."""
     def deco(fn: Callable[[dict, Path], DatasetSplits]) -> Callable:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = DatasetInfo(name, fn, num_classes, batch_size, dict(defaults or {}),
-                                     tuple(attributes), modality, augmentation, source, check,
-                                     downloadable, node_kind)
+        info = DatasetInfo(name, fn, **fields)
+        DATASETS[name] = dataclasses.replace(info, defaults=dict(info.defaults or {}),
+                                             attributes=tuple(info.attributes))
         return fn
     return deco
 
@@ -167,37 +165,6 @@ def load_dataset(name: str, options: dict[str, Any] | None = None,
     if missing:
         raise RuntimeError(f"dataset {name!r}: loader returned no attribute(s) {sorted(missing)}")
     return splits
-
-
-def stage_datasets(specs, store, root: str | os.PathLike | None = None,
-                   log: Callable[[str], None] = print) -> dict[str, str]:
-    """Put every downloadable dataset the runs ``specs`` need into ``{store}/datasets`` once,
-    before any trial starts, so that no node downloads it (``kdray.data.fetch``): each is
-    loaded here (the sweep driver, on the head node) with the store as a publishing mirror,
-    which downloads it only when neither this node nor the store has it.
-
-    Returns ``{run_id: why}`` for the runs whose dataset could not be staged (they cannot
-    run); the others are unaffected."""
-    import json
-
-    failed: dict[str, str] = {}
-    by_data: dict[tuple[str, str], list[str]] = {}
-    for spec in specs:
-        if DATASETS.get(spec.dataset) is not None and DATASETS[spec.dataset].downloadable:
-            key = (spec.dataset, json.dumps(dict(spec.data), sort_keys=True))
-            by_data.setdefault(key, []).append(spec.run_id)
-    for (name, options), run_ids in sorted(by_data.items()):
-        try:
-            with fetch.mirror(getattr(store, "uri", store), publish=True):
-                load_dataset(name, json.loads(options), root)
-        except Exception as e:  # noqa: BLE001 - reported per run, the others still run
-            why = f"dataset {name} could not be staged into the store: {type(e).__name__}: {e}"
-            log(f"  {why}")
-            failed.update({run_id: why for run_id in run_ids})
-    staged = sorted({n for (n, _), ids in by_data.items() if not set(ids) & set(failed)})
-    if staged:
-        log(f"datasets: {', '.join(staged)} in {store}/datasets (every node reads them there)")
-    return failed
 
 
 # Tiny files in each dataset's real on-disk format, for tests and ``--smoke-test`` runs.

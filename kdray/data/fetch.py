@@ -17,7 +17,7 @@ and every node reads it from there. :func:`fetched` is :func:`once` for such a f
 ``with mirror(store_uri):`` a node that lacks the folder copies it from the store (checksum
 verified) instead of downloading it, and only downloads it when the store does not have it;
 under ``with mirror(store_uri, publish=True)`` (the sweep driver, before any trial starts,
-``kdray.data.stage_datasets``) the folder, downloaded or already on disk, is also written
+``stage_datasets`` below) the folder, downloaded or already on disk, is also written
 to the store when the store lacks it. Derived caches (decoded ``.npy`` arrays) stay local.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import os
 import shutil
 import tarfile
 import uuid
@@ -203,3 +204,39 @@ def staged_record(store, key: str) -> dict | None:
         return store.read_json(mirror_paths(store, key)[1])
     except FileNotFoundError:
         return None
+
+
+# ----------------------------------------------------------------------------------------
+# Staging: the sweep driver puts every downloadable dataset into the store, once
+# ----------------------------------------------------------------------------------------
+def stage_datasets(specs, store, root: str | os.PathLike | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, str]:
+    """Put every downloadable dataset the runs ``specs`` need into ``{store}/datasets`` once,
+    before any trial starts, so that no node downloads it (``kdray.data.fetch``): each is
+    loaded here (the sweep driver, on the head node) with the store as a publishing mirror,
+    which downloads it only when neither this node nor the store has it.
+
+    Returns ``{run_id: why}`` for the runs whose dataset could not be staged (they cannot
+    run); the others are unaffected."""
+    import json
+
+    from kdray.data import DATASETS, load_dataset
+
+    failed: dict[str, str] = {}
+    by_data: dict[tuple[str, str], list[str]] = {}
+    for spec in specs:
+        if DATASETS.get(spec.dataset) is not None and DATASETS[spec.dataset].downloadable:
+            key = (spec.dataset, json.dumps(dict(spec.data), sort_keys=True))
+            by_data.setdefault(key, []).append(spec.run_id)
+    for (name, options), run_ids in sorted(by_data.items()):
+        try:
+            with mirror(getattr(store, "uri", store), publish=True):
+                load_dataset(name, json.loads(options), root)
+        except Exception as e:  # noqa: BLE001 - reported per run, the others still run
+            why = f"dataset {name} could not be staged into the store: {type(e).__name__}: {e}"
+            log(f"  {why}")
+            failed.update({run_id: why for run_id in run_ids})
+    staged = sorted({n for (n, _), ids in by_data.items() if not set(ids) & set(failed)})
+    if staged:
+        log(f"datasets: {', '.join(staged)} in {store}/datasets (every node reads them there)")
+    return failed

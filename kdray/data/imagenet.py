@@ -69,7 +69,6 @@ def check_options(options: dict) -> int:
 
 
 @register_dataset("imagenet", num_classes=1000, batch_size=512, defaults={"image_size": 224},
-                  node_kind="gpu_large",  # staged on the large nodes only (cluster/aws.yaml)
                   augmentation=AUGMENTATION, check=check_options,
                   source=f"ILSVRC-2012 train/ and val/ ImageFolder trees at ${IMAGENET_DIR_ENV} "
                          f"or <data_dir>/imagenet (not downloadable automatically)")

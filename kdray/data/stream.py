@@ -25,9 +25,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from kdray.checks import AUGMENTATIONS
 from kdray.data import epoch_seed, fetch
-
-AUGMENTATIONS = ("none", "crop_flip", "random_resized_crop_flip")
 
 
 # -- options, raw files and caches -------------------------------------------------------

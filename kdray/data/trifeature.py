@@ -1,6 +1,6 @@
 """``trifeature-shape`` / ``trifeature-texture``: the Trifeature stimuli (Hermann & Lampinen 2020).
 
-A procedural generator that follows ``shared/TRIFEATURE.md`` (the dataset's definition):
+A procedural generator that follows the dataset's definition (``docs/trifeature.md``):
 10 shapes x 10 textures x 10 colours on grey, every combination ``per_combination`` times.
 Each image is rendered at R = 224 in three steps: (1) the 128-px shape template is rotated
 by an integer angle in [-45, 45) (linear interpolation, canvas grown to fit) and pasted at a
@@ -72,7 +72,7 @@ def _index(value, names: tuple[str, ...], what: str) -> int:
 # ----------------------------------------------------------------------------------------
 
 def shape_template(name: str, s: int = TEMPLATE_SIZE) -> np.ndarray:
-    """The binary ``s x s`` template of shape ``name`` (bool array), as in TRIFEATURE.md."""
+    """The binary ``s x s`` template of shape ``name`` (bool array), as in docs/trifeature.md."""
     i, j = np.ogrid[:s, :s]
     h = s // 2
     band = lambda a: (a >= h - s // 6) & (a <= h + s // 6)  # [s//2 - s//6, s//2 + s//6]
@@ -353,7 +353,7 @@ def _load(options: dict, root: Path, label: str) -> DatasetSplits:
 
 
 _SOURCE = ("procedural, after Hermann & Lampinen (NeurIPS 2020) as defined in "
-           "shared/TRIFEATURE.md; generated locally and cached (no download)")
+           "docs/trifeature.md; generated locally and cached (no download)")
 
 
 @register_dataset("trifeature-shape", num_classes=10, batch_size=64, defaults=DEFAULTS,

@@ -4,25 +4,21 @@ Every model maps an input batch to logits ``[B, num_classes]``: images as float
 ``[B, C, H, W]``, text as int64 token ids ``[B, L]`` (the model derives its attention mask
 from the padding id). Register a model with::
 
-    @register_model("resnet20", family="cnn", resources={"cpu": 1, "gpu": 0.25, "gpu_small": 0.25})
+    @register_model("resnet20", family="cnn", source="He et al. 2016")
     def resnet20(num_classes: int, *, image_size: int, in_channels: int = 3,
                  pretrained: bool = False) -> nn.Module: ...
 
-``family`` picks the default recipe (``kdray.spec.FAMILY_RECIPES``); ``resources`` is the
-Ray request of one trial training this model (fractional GPUs share a card), with the kind
-of node it needs as a custom resource (``gpu_small`` or ``gpu_large``, the same fraction as
-its GPU share; ``kdray.cluster.trial_resources`` explains placement by need).
+``family`` picks the default recipe (``kdray.spec.FAMILY_RECIPES``), ``modality`` the input
+it takes (``image`` or ``text``), ``source`` where the architecture comes from. Where a
+model's trials run (its Ray resources) is not the registry's business: ``kdray/sweep/cluster.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn as nn
-
-DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -30,7 +26,6 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     family: str = "cnn"
     modality: str = "image"
-    resources: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     source: str = ""
 
 
@@ -38,12 +33,11 @@ MODELS: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, *, family: str = "cnn", modality: str = "image",
-                   resources: dict[str, float] | None = None, source: str = "") -> Callable:
+                   source: str = "") -> Callable:
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = ModelInfo(name, fn, family, modality,
-                                 dict(resources or DEFAULT_RESOURCES), source)
+        MODELS[name] = ModelInfo(name, fn, family, modality, source)
         return fn
     return deco
 

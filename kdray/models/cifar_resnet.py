@@ -64,7 +64,7 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@register_model("resnet20", family="cnn", resources={"cpu": 1, "gpu": 0.25, "gpu_small": 0.25},
+@register_model("resnet20", family="cnn",
                 source="He et al. 2016, Sec. 4.2 (CIFAR ResNet, option-A shortcuts)")
 def resnet20(num_classes: int, *, image_size: int | None = None, in_channels: int = 3,
              pretrained: bool = False) -> nn.Module:
@@ -72,7 +72,7 @@ def resnet20(num_classes: int, *, image_size: int | None = None, in_channels: in
     return CifarResNet(20, num_classes, in_channels)
 
 
-@register_model("resnet56", family="cnn", resources={"cpu": 1, "gpu": 0.25, "gpu_small": 0.25},
+@register_model("resnet56", family="cnn",
                 source="He et al. 2016, Sec. 4.2 (CIFAR ResNet, option-A shortcuts)")
 def resnet56(num_classes: int, *, image_size: int | None = None, in_channels: int = 3,
              pretrained: bool = False) -> nn.Module:

@@ -38,7 +38,7 @@ class LeNet5(nn.Module):
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
-@register_model("lenet5", family="cnn", resources={"cpu": 1, "gpu": 0.125, "gpu_small": 0.125},
+@register_model("lenet5", family="cnn",
                 source="LeCun et al. 1998, adapted to colour input of any size")
 def lenet5(num_classes: int, *, image_size: int = 32, in_channels: int = 3,
            pretrained: bool = False) -> nn.Module:

@@ -22,12 +22,6 @@ import torch.nn as nn
 
 from kdray.models import register_model
 
-# Ray resources per trial: HateXplain is ~15k posts of <= 128 tokens held in memory (no
-# DataLoader workers), 3 epochs of batch 32. Fine-tuning BERT-Base at batch 32 x 128 tokens
-# saves ~8.5 GiB of fp32 activations (measured: 272 MiB per post) plus ~1.8 GB of weights,
-# gradients and AdamW state; DistilBERT ~4.3 GiB + 1.1 GB, and its DS trials also run the
-# BERT teacher's forward (together about one BERT training step). Half a card, 2 CPUs each.
-TEXT_RESOURCES = {"cpu": 2, "gpu": 0.5, "gpu_small": 0.5}  # a small node's A10G
 DEFAULT_POSITIONS = 512  # BERT's and DistilBERT's max_position_embeddings
 
 
@@ -75,7 +69,7 @@ def _build(name: str, hub_id: str, config_cls_name: str, num_classes: int, vocab
     return SequenceClassifier(model, pad_token_id)
 
 
-@register_model("bert_base", family="bert", modality="text", resources=dict(TEXT_RESOURCES),
+@register_model("bert_base", family="bert", modality="text",
                 source="transformers BertConfig() = bert-base-uncased (Devlin et al. 2019)")
 def bert_base(num_classes: int, *, vocab_size: int, pad_token_id: int, max_length: int,
               pretrained: bool = False) -> nn.Module:
@@ -83,7 +77,7 @@ def bert_base(num_classes: int, *, vocab_size: int, pad_token_id: int, max_lengt
                   pad_token_id, max_length, pretrained)
 
 
-@register_model("distilbert", family="bert", modality="text", resources=dict(TEXT_RESOURCES),
+@register_model("distilbert", family="bert", modality="text",
                 source="transformers DistilBertConfig() = distilbert-base-uncased (Sanh et al. 2019)")
 def distilbert(num_classes: int, *, vocab_size: int, pad_token_id: int, max_length: int,
                pretrained: bool = False) -> nn.Module:

@@ -40,22 +40,6 @@ from kdray.models import register_model
 
 SMALL_STEM_MAX_SIZE = 64  # image sizes up to this get the small-image (CIFAR) stem
 
-# Ray resources per trial, from PERFORMANCE.md (one H100) and the fp32 activation memory
-# autograd saves per training image (measured on CPU): ResNet-18 44 MiB at 224 px, 39 MiB
-# at 64 px (small stem); ResNet-50 131 / 143 MiB; TinyViT-5M 103 MiB at 224 px; ViT-B/16
-# 277 MiB at 224 px; DenseNet-121 / -169 52 / 71 MiB at 32 px.
-# - ResNet-50 and TinyViT-5M at the paper's batch 512 on 224 px need 65 and 52 GiB in fp32:
-#   a whole card; ImageNet decoding needs ~8 DataLoader workers (~2.5k img/s each with PIL,
-#   and a ResNet-18 trains at ~12k img/s alone, ~6k img/s with a ResNet-50 teacher).
-# - ViT-B/16 at batch 512 needs ~140 GiB in fp32, more than one card: bf16 and/or gradient
-#   checkpointing or accumulation; it gets the most a single trial can have, a card, 8 CPUs.
-# - ResNet-18 needs ~22 GiB at batch 512: two trials share a card, 4 workers each.
-# - DenseNets run on CIFAR-100 only (32 px, batch 128: 6.5 / 9 GiB, data resident on the
-#   GPU, no workers) and, like the CIFAR ResNets, share a card four ways.
-# Node kind (kdray.cluster, placement by need): ResNet-50, ViT-B/16 and TinyViT need a
-# large node's card (gpu_large, an A100 of a p4d.24xlarge; ImageNet is staged there); the
-# others run on the small nodes' cards (gpu_small, a g5.2xlarge's A10G), unless their
-# teacher or their dataset needs a large node (a DS run with a ResNet-50 teacher, ImageNet).
 CNN_SOURCE = "torchvision.models"
 TIMM_SOURCE = "timm"
 
@@ -92,14 +76,14 @@ def _resnet(name: str, num_classes: int, image_size: int, in_channels: int,
     return model
 
 
-@register_model("resnet18", family="cnn", resources={"cpu": 4, "gpu": 0.5, "gpu_small": 0.5},
+@register_model("resnet18", family="cnn",
                 source=f"{CNN_SOURCE}.resnet18 (He et al. 2016); 3x3 stem, no max-pool at <= 64 px")
 def resnet18(num_classes: int, *, image_size: int, in_channels: int = 3,
              pretrained: bool = False) -> nn.Module:
     return _resnet("resnet18", num_classes, image_size, in_channels, pretrained)
 
 
-@register_model("resnet50", family="cnn", resources={"cpu": 8, "gpu": 1, "gpu_large": 1},
+@register_model("resnet50", family="cnn",
                 source=f"{CNN_SOURCE}.resnet50 (He et al. 2016); 3x3 stem, no max-pool at <= 64 px")
 def resnet50(num_classes: int, *, image_size: int, in_channels: int = 3,
              pretrained: bool = False) -> nn.Module:
@@ -130,14 +114,14 @@ def _densenet(name: str, num_classes: int, image_size: int, in_channels: int,
     return model
 
 
-@register_model("densenet121", family="cnn", resources={"cpu": 1, "gpu": 0.25, "gpu_small": 0.25},
+@register_model("densenet121", family="cnn",
                 source=f"{CNN_SOURCE}.densenet121 (Huang et al. 2017); 3x3 stem, no max-pool at <= 64 px")
 def densenet121(num_classes: int, *, image_size: int, in_channels: int = 3,
                 pretrained: bool = False) -> nn.Module:
     return _densenet("densenet121", num_classes, image_size, in_channels, pretrained)
 
 
-@register_model("densenet169", family="cnn", resources={"cpu": 1, "gpu": 0.25, "gpu_small": 0.25},
+@register_model("densenet169", family="cnn",
                 source=f"{CNN_SOURCE}.densenet169 (Huang et al. 2017); 3x3 stem, no max-pool at <= 64 px")
 def densenet169(num_classes: int, *, image_size: int, in_channels: int = 3,
                 pretrained: bool = False) -> nn.Module:
@@ -160,7 +144,7 @@ def vit_patch_size(image_size: int) -> int:
                      f"{VIT_PATCH_SIZES}")
 
 
-@register_model("vit_base", family="vit", resources={"cpu": 8, "gpu": 1, "gpu_large": 1},
+@register_model("vit_base", family="vit",
                 source=f"{TIMM_SOURCE} vit_base_patch16_224 (Dosovitskiy et al. 2021) at image_size")
 def vit_base(num_classes: int, *, image_size: int, in_channels: int = 3,
              pretrained: bool = False) -> nn.Module:
@@ -186,7 +170,7 @@ def tiny_vit_window_sizes(image_size: int) -> tuple[int, ...]:
                  for i, w in enumerate(TINY_VIT_WINDOWS))
 
 
-@register_model("tiny_vit", family="vit", resources={"cpu": 8, "gpu": 1, "gpu_large": 1},
+@register_model("tiny_vit", family="vit",
                 source=f"{TIMM_SOURCE} tiny_vit_5m_224 (Wu et al. 2022), windows clipped to feature maps")
 def tiny_vit(num_classes: int, *, image_size: int, in_channels: int = 3,
              pretrained: bool = False) -> nn.Module:

@@ -1,23 +1,23 @@
 """The training loop: one function of a RunSpec, runnable without Ray.
 
 What a step computes (the KD loss of paper eq. 6, the device augmentation, the schedule,
-the optimiser, micro-batch accumulation) is in ``kdray.step``; this module is the loop.
+the optimiser, micro-batch accumulation) is in ``kdray.training.step``; this module is the loop.
 
 Data: in-memory datasets (``TensorData``) live on the device as uint8 and are augmented
-there, batched, by view ids drawn per sample and epoch (``kdray.step.augment_views``).
+there, batched, by view ids drawn per sample and epoch (``kdray.training.step.augment_views``).
 Large datasets stream through a DataLoader with workers that augment on the CPU.
 Training batches have a static shape (the last partial batch is dropped). In memory, each
 batch is gathered on the device into preallocated buffers and the step has no allocation
 and no host synchronisation: losses and accuracies accumulate on the device and are read
 once per epoch. On CUDA that whole step (teacher forward, every student's forward, backward
-and update) is captured in one CUDA graph and replayed per batch (``kdray.graph``); on the
+and update) is captured in one CUDA graph and replayed per batch (``kdray.training.graph``); on the
 CPU the same step runs eagerly.
 
 Precision: training runs under bf16 autocast on CUDA; evaluation runs in fp32 everywhere
 (no autocast, no TF32), so a prediction never depends on bf16 rounding of the logits.
 
 Big models: ``RunSpec.micro_batch_size`` accumulates each batch's gradient over
-micro-batches (``kdray.step.backward_in_micro_batches``); on CUDA, a model without batch
+micro-batches (``kdray.training.step.backward_in_micro_batches``); on CUDA, a model without batch
 statistics that runs out of memory halves its micro-batch and retries the step.
 
 Cohorts: the DS runs of one teacher seed that differ only in temperature and alpha train
@@ -45,12 +45,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdray import gpu
+from kdray.training import gpu
 from kdray.data import DatasetSplits, TensorData, epoch_seed
-from kdray.graph import StaticBatch, StepGraph
+from kdray.training.graph import StaticBatch, StepGraph
 from kdray.models import build_model
 from kdray.spec import RunSpec
-from kdray.step import (N_VIEWS, PAD, augment_views, backward_in_micro_batches,  # noqa: F401
+from kdray.training.step import (N_VIEWS, PAD, augment_views, backward_in_micro_batches,  # noqa: F401
                         build_optimizer, float_lrs, kd_loss, lr_factor, with_own_flags)
 
 
@@ -92,7 +92,7 @@ class Trainer:
     :attr:`failed`; the others go on.
 
     ``cuda_graph``: capture the step in a CUDA graph (default ``$KDRAY_CUDA_GRAPH``, else
-    on; see ``kdray.graph`` for when it is not, and :attr:`graph_off` for why).
+    on; see ``kdray.training.graph`` for when it is not, and :attr:`graph_off` for why).
     ``teacher_bf16``: cast the teacher's convolution and linear weights to bf16 once on CUDA
     (the same logits as autocast's per-step casts; its speed is unmeasured, so it is off).
     ``auto_micro_batch``: on a CUDA out-of-memory error in a student's step, halve its
@@ -462,10 +462,3 @@ def check_cohort(specs: Sequence[RunSpec]) -> None:
     if len(set(ids)) != len(ids):
         raise ValueError(f"cohort: run(s) {sorted({r for r in ids if ids.count(r) > 1})} "
                          f"appear twice")
-
-
-def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> list[float | None]:
-    """Accuracy on each class's test samples (``None`` for a class with no test sample)."""
-    total = np.bincount(labels, minlength=num_classes)
-    hit = np.bincount(labels[labels == preds], minlength=num_classes)
-    return [float(h / t) if t else None for h, t in zip(hit, total)]

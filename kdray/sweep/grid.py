@@ -14,12 +14,11 @@ Every axis is validated before anything runs; errors name the axis and the value
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from kdray import data as data_registry
-from kdray import models as model_registry
+from kdray.checks import expected, problem, valid
+from kdray.models import MODELS
 from kdray.spec import RunSpec
 
 
@@ -64,25 +63,18 @@ def validate(exp: Experiment) -> None:
                 raise ValueError(f"{_where(exp, axis)}: {v!r} appears twice")
             seen.add(v)
     for d in exp.datasets:
-        if d not in data_registry.DATASETS:
-            raise ValueError(f"{_where(exp, 'datasets')}: {d!r} is not a registered dataset; "
-                             f"expected one of {sorted(data_registry.DATASETS)}")
+        if not valid("dataset", d):
+            raise ValueError(f"{_where(exp, 'datasets')}: {d!r} {problem('dataset', d)}")
     for pair in exp.pairs:
         if len(pair) != 2:
             raise ValueError(f"{_where(exp, 'pairs')}: {pair!r} is not a (teacher, student) pair")
         for a in pair:
-            if a not in model_registry.MODELS:
-                raise ValueError(f"{_where(exp, 'pairs')}: {a!r} is not a registered model; "
-                                 f"expected one of {sorted(model_registry.MODELS)}")
-    for t in exp.temperatures:
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"{_where(exp, 'temperatures')}: {t!r} is not > 0")
-    for a in exp.alphas:
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
-            raise ValueError(f"{_where(exp, 'alphas')}: {a!r} is not in [0, 1]")
-    for s in exp.seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"{_where(exp, 'seeds')}: {s!r} is not an integer >= 0")
+            if not valid("arch", a):
+                raise ValueError(f"{_where(exp, 'pairs')}: {a!r} {problem('arch', a)}")
+    for axis, field_ in (("temperatures", "temperature"), ("alphas", "alpha"), ("seeds", "seed")):
+        for v in getattr(exp, axis):
+            if not valid(field_, v):
+                raise ValueError(f"{_where(exp, axis)}: {v!r} is not {expected(field_)}")
     # the recipe and data options are checked by building one spec per dataset and pair
     for d in exp.datasets:
         for t, s in exp.pairs:
@@ -220,7 +212,7 @@ COHORT_MAX: dict[str, int] = {"cnn": 13, "vit": 4, "bert": 13, "imagenet": 4}
 def cohort_cap(spec: RunSpec, caps: Mapping[str, int] | None = None) -> int:
     """Most students a cohort of ``spec``'s runs takes (``caps`` overrides :data:`COHORT_MAX`)."""
     caps = {**COHORT_MAX, **(caps or {})}
-    cap = caps[model_registry.MODELS[spec.arch].family]
+    cap = caps[MODELS[spec.arch].family]
     return min(cap, caps["imagenet"]) if spec.dataset == "imagenet" else cap
 
 

@@ -1,6 +1,6 @@
 """What one training step computes, as functions: the KD loss (paper eq. 6), the device
 augmentation, the learning-rate schedule, the optimiser, and gradient accumulation over
-micro-batches. The loop that calls them is ``kdray.train``.
+micro-batches. The loop that calls them is ``kdray.training.loop``.
 
 Teachers and non-distilled students (NDS) minimise cross-entropy. Distilled students (DS)
 minimise the paper's eq. (6) with Hinton et al.'s KD term::

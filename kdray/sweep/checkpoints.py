@@ -1,7 +1,8 @@
-"""Resume checkpoints: when a trial writes one, and how it is written and read back.
+"""A trial's resume checkpoints: when it writes one, what one holds, and finding the last one
+an earlier sweep left.
 
 Cadence. A trial reports its metrics every epoch, but writes a resume checkpoint (model,
-optimiser, schedule, RNG: :meth:`kdray.train.Trainer.state_dict`) only every
+optimiser, schedule, RNG: :meth:`kdray.training.loop.Trainer.state_dict`) only every
 ``every_epochs`` epochs or ``every_minutes`` minutes, whichever comes first. The defaults
 come from what a checkpoint costs and what a lost one costs:
 
@@ -15,26 +16,29 @@ come from what a checkpoint costs and what a lost one costs:
   epochs of a 100-epoch run (minutes).
 
 So ``DEFAULT = Cadence(every_epochs=10, every_minutes=15)``; ``--checkpoint-every-epochs``
-and ``--checkpoint-every-minutes`` change it (``kdray.cli``). The last epoch writes no resume
+and ``--checkpoint-every-minutes`` change it (``kdray/sweep/cli.py``). The last epoch writes no resume
 checkpoint: the run commits its results right after it.
 
-Reading. :func:`load_state` always loads to the CPU (``map_location="cpu"``), so a
-checkpoint written on a GPU resumes on any node, CPU-only ones included;
-:func:`restore` hands it to the trainer, which moves each tensor to its own device, and then
-empties the loaded dict, so no second copy of the model and optimiser stays referenced for
-the rest of the trial.
+What one holds: the trainer's state (``kdray/training/state.py``, :data:`STATE`) and
+:data:`META`, ``{"run_ids", "epoch", "failed"}``: the cohort's runs, the epoch, and the students
+that had failed. :func:`earlier_checkpoints` finds, under ``{store}/tune``, the latest one of
+each run that an earlier sweep started and did not finish (its driver died, a trial ran out
+of retries), so a rerun resumes there.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Iterable
 
-STATE = "state.pt"  # the Trainer state inside a checkpoint folder
+from kdray.store import Store
+from kdray.training.state import STATE, save_state
+
+META = "checkpoint.json"  # beside STATE in a trial checkpoint: {run_ids, epoch, failed}
 
 
 @dataclass(frozen=True)
@@ -77,28 +81,33 @@ class CheckpointClock:
         self.last_epoch, self.last_time = epoch, self._now()
 
 
-def save_state(state: dict[str, Any], folder: str | os.PathLike) -> str:
-    """Write ``state`` (a Trainer state dict) into ``folder``; returns the file's path."""
-    import torch
-
-    path = os.path.join(os.fspath(folder), STATE)
-    torch.save(state, path)
-    return path
-
-
-def load_state(source: str | os.PathLike | bytes | BinaryIO) -> dict[str, Any]:
-    """A Trainer state from a file path, the bytes of one, or an open file, with every tensor
-    on the CPU whatever device it was saved from."""
-    import torch
-
-    if isinstance(source, (bytes, bytearray)):
-        source = io.BytesIO(source)
-    return torch.load(source, map_location="cpu", weights_only=False)
+def write_checkpoint(folder: str, state: dict[str, Any], run_ids: Iterable[str], epoch: int,
+                     failed: Iterable[str]) -> None:
+    """A resume checkpoint in ``folder``: the trainer's ``state`` and its :data:`META`."""
+    save_state(state, folder)
+    with open(os.path.join(folder, META), "w") as f:
+        json.dump({"run_ids": list(run_ids), "epoch": epoch, "failed": sorted(failed)}, f)
 
 
-def restore(trainer, state: dict[str, Any]) -> int:
-    """Load ``state`` into ``trainer`` (it moves the tensors to its device), then empty
-    ``state`` so the loaded CPU copy is freed; returns the epoch resumed from."""
-    trainer.load_state_dict(state)
-    state.clear()
-    return trainer.epoch
+def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:
+    """For runs an earlier sweep started but did not finish (its driver died, a trial ran out
+    of retries), the store path of the latest epoch checkpoint Tune kept under ``{store}/tune``.
+    A cohort's checkpoint serves each of its students that had not failed."""
+    from pyarrow import fs as pafs
+
+    sel = pafs.FileSelector(store.path("tune"), recursive=True, allow_not_found=True)
+    best: dict[str, tuple[int, str]] = {}
+    for info in store.fs.get_file_info(sel):
+        if info.type != pafs.FileType.File or info.base_name != META:
+            continue
+        try:
+            meta = json.loads(store.read_bytes(info.path))
+        except (OSError, ValueError):
+            continue
+        epoch, failed = int(meta.get("epoch", 0)), set(meta.get("failed", ()))
+        state = info.path.rsplit("/", 1)[0] + "/" + STATE
+        for run_id in meta.get("run_ids") or [meta.get("run_id")]:
+            if run_id in run_ids and run_id not in failed and epoch > best.get(run_id, (0, ""))[0]:
+                if store.exists(state):
+                    best[run_id] = (epoch, state)
+    return {run_id: path for run_id, (_, path) in best.items()}

@@ -16,7 +16,7 @@ Several trials per GPU (Ray fractional GPUs):
   reused Ray worker does not sit on its last trial's memory.
 
 The trainer's RNG state is that of its own device only (``torch.cuda.get_rng_state(device)``
-in ``kdray.train``), never ``get_rng_state_all``, which touches every visible GPU.
+in ``kdray.training.loop``), never ``get_rng_state_all``, which touches every visible GPU.
 
 Determinism (:func:`set_determinism`, ``RunSpec.deterministic``) and the fp32 evaluation
 context (:func:`fp32_precision`) are process-wide switches; they are set per trainer, so a

@@ -1,15 +1,17 @@
 """A plan before spending: which runs exist, are complete, will run, and what they cost.
 
-``plan_rows`` pairs every run of a study with its status in the store; ``format_plan``
+``pending_cohorts`` groups the pending runs into the trials the sweep would run; ``format_plan``
 prints, per experiment and stage, how many runs exist, are complete and will run, with an
 estimate of GPU-hours for what will run; ``plan_json`` is the machine-readable list
 (``run_id``, ``status`` complete|pending, the experiment, the stage and the spec's fields).
 
 GPU-hours = epochs x training images / (images per second) / 3600, for one trial alone on
-one GPU (fractional-GPU trials share a card; PERFORMANCE.md measured 3-4x aggregate
-throughput with 4-8 trials per H100). The throughput table below says, for every number,
-where it comes from: measured on an H100 (PERFORMANCE.md) or scaled from a measured anchor
-by forward FLOPs (an estimate, not a measurement).
+one GPU (fractional-GPU trials share a card: 4-8 trials per H100 gave 3-4x the aggregate
+throughput of one). The throughput table below says, for every number, where it comes from:
+measured on an H100 or scaled from a measured anchor by forward FLOPs (an estimate, not a
+measurement). The measurements: one NVIDIA H100 80GB, torch 2.11, CUDA 13, 2026-11-26, with a
+stand-alone reference script (random uint8 CIFAR-sized data on the GPU, crop + flip on the
+GPU, SGD); every row of them, and what else kdray takes from them, in ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from kdray.grid import Plan, cohorts
+from kdray.sweep.grid import Plan, cohorts
 from kdray.spec import RunSpec
 from kdray.store import RunStatus
 
-H100 = "H100 80GB, torch 2.11, PERFORMANCE.md (bench/gpu_anchor*.py), 2026-11-26"
+H100 = "H100 80GB, torch 2.11, CUDA 13, 2026-11-26 (docs/performance.md)"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _seconds_per_image(spec: RunSpec) -> tuple[float, float]:
 
     Conv nets and ViTs scale with the number of input pixels relative to the table's size.
     DS adds an eval-mode teacher forward, about a third of the teacher's training step:
-    ``1 / (1/s + 1/(3 t))``. Check against PERFORMANCE.md: ResNet-20 from ResNet-56 gives
+    ``1 / (1/s + 1/(3 t))``. Check against the H100's DS rows: ResNet-20 from ResNet-56 gives
     7,544 (measured 8,679); ResNet-18 from ResNet-50 at 224 px gives 6,819 (measured 6,165).
     """
     student = 1.0 / _rate(spec, spec.arch)
@@ -164,6 +166,6 @@ def format_plan(plan: Plan, status: dict[str, RunStatus],
     lines.append(f"cohorts: {todo} runs in {ntrials} trials; the teacher's forward is charged once "
                  f"per cohort: {hours:.1f} GPU-hours against {alone:.1f} one run per trial "
                  f"({saved:.0f}% saved)")
-    lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/plan.py "
+    lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/sweep/plan.py "
                  "(measured on an H100, or FLOP-scaled estimates)")
     return "\n".join(lines)

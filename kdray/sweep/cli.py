@@ -13,11 +13,13 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Sequence
 
-from kdray.flags import check_flags
-from kdray.grid import Experiment, expand, narrow, parse_cohort_sizes
 from kdray.store import Store
+from kdray.sweep.flags import check_flags
+from kdray.sweep.grid import Experiment, expand, narrow, parse_cohort_sizes
+from kdray.sweep.options import SweepOptions
 
 
 def parser(description: str, default_store: str = "./results") -> argparse.ArgumentParser:
@@ -46,20 +48,20 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
     p.add_argument("--resources", nargs="+", default=[], metavar="ARCH=cpu:N,gpu:F[,KIND:F]",
                    help="per-architecture Ray resources, custom ones included, e.g. "
                         "resnet20=cpu:2,gpu:0.5 or resnet18=gpu:1,gpu_large:1 (the node kind; "
-                        "defaults in the model registry, kdray/models)")
+                        "defaults: the table in kdray/sweep/cluster.py)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a trial that fails by its own error (from its checkpoint); "
                         "a trial lost with its node (spot preemption) is retried without limit")
     p.add_argument("--checkpoint-every-epochs", type=int, default=10, metavar="N",
                    help="a trial's resume checkpoint every N epochs or M minutes, whichever "
-                        "comes first (metrics are reported every epoch; kdray/checkpoint.py)")
+                        "comes first (metrics are reported every epoch; kdray/sweep/checkpoints.py)")
     p.add_argument("--checkpoint-every-minutes", type=float, default=15.0, metavar="M",
                    help="see --checkpoint-every-epochs")
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
     p.add_argument("--cohort-size", nargs="+", default=[], metavar="N|FAMILY=N",
                    help="most distilled students per cohort trial (they share one teacher "
                         "forward), for every model family or one (cnn, vit, bert, imagenet); "
-                        "defaults in kdray/grid.py COHORT_MAX")
+                        "defaults in kdray/sweep/grid.py COHORT_MAX")
     p.add_argument("--data-dir", help="raw datasets on every node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis job at the end")
     p.add_argument("--level", type=float, default=0.05, help="significance level of the analysis")
@@ -84,76 +86,101 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
                description: str = "", default_store: str = "./results") -> int:
     """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
-    from kdray.checkpoint import Cadence
-    from kdray.plan import format_plan, plan_json
-    from kdray.sweep import parse_resources, run_sweep
-    from kdray.tracking import WandbConfig, default_dir, resolve_mode
+    from kdray.sweep.driver import run_plan
 
     args = parser(description, default_store).parse_args(argv)
     try:
         check_flags(args)  # every flag, before any work (and before Ray starts)
-        resources = parse_resources(args.resources)
-        checkpoint = Cadence(args.checkpoint_every_epochs, args.checkpoint_every_minutes)
-        cohort_sizes = parse_cohort_sizes(args.cohort_size)
-        exps = list(experiments)
-        if args.smoke_test:
-            tmp = tempfile.mkdtemp(prefix="kdray-smoke-")
-            if args.store == default_store:
-                args.store = os.path.join(tmp, "store")
-            args.data_dir = args.data_dir or os.path.join(tmp, "data")
-            exps = smoke_variant(narrow(exps, datasets=args.datasets), args.data_dir)
-            args.datasets = None
-        exps = narrow(exps, datasets=args.datasets, temperatures=args.temperatures,
-                      alphas=args.alphas, seeds=args.seeds,
-                      recipe={"epochs": args.epochs} if args.epochs is not None else None)
-        plan = expand(exps)
+        exps, options = from_flags(args, experiments, default_store)
+        plan = expand(exps)  # Experiments -> RunSpecs, once
         store = Store(args.store)
-        if args.smoke_test:  # CPU only, one core per trial, whatever the architecture
-            from kdray.models import MODELS
-            resources = {a: {"cpu": 1, **resources.get(a, {})} for a in MODELS}
-        mode = resolve_mode(args.wandb_mode)
+        options = replace(options, wandb=_wandb(args, store))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.progress_interval is not None:  # read by each stage's progress view
-        from kdray.progress import INTERVAL_ENV
-        os.environ[INTERVAL_ENV] = repr(args.progress_interval)
-
     if args.dry_run:
-        status = store.statuses([s.run_id for s in plan.all])
-        print(format_plan(plan, status, cohort_sizes))
-        with open(args.plan, "w") as f:
-            json.dump(plan_json(plan, status, cohort_sizes), f, indent=1)
-        print(f"plan: {len(plan)} runs written to {args.plan}")
-        return 0
-
-    wandb = WandbConfig(mode=mode, project=args.wandb_project, entity=args.wandb_entity,
-                        dir=os.path.abspath(args.wandb_dir or default_dir(store)))
-    data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
-    print(f"store: {store}   W&B: {mode} ({args.wandb_project})", flush=True)
-    report = run_sweep(exps, store, wandb=wandb, resources=resources,
-                       max_failures=args.max_failures, data_dir=data_dir,
-                       use_gpu=False if args.smoke_test else None,
-                       max_concurrent=args.max_concurrent, cohort_sizes=cohort_sizes,
-                       checkpoint=checkpoint)
+        return dry_run(plan, store, options.cohort_sizes, args.plan)
+    print(f"store: {store}   W&B: {options.wandb.mode} ({args.wandb_project})", flush=True)
+    report = run_plan(plan, store, options)
     print(report.format(), flush=True)
-    if not args.no_analysis:
-        import analysis
-        from kdray.progress import quiet_ray_hints
+    code = 0 if report.ok else 1
+    if args.no_analysis:
+        return code
+    return analyse(store, args.level, options.wandb, cached=not report.ran) or code
 
-        quiet_ray_hints()  # Ray Data's progress-bar hint
 
-        cached = None if report.ran else analysis.unchanged_tables(store.uri, level=args.level)
-        if cached is not None:
-            print(f"analysis: no run changed since the last analysis; its tables "
-                  f"({store}/analysis/tables.md):\n")
-            print(cached, end="")
-            return 0 if report.ok else 1
-        try:
-            result = analysis.run(store.uri, level=args.level, wandb_mode=mode,
-                                  wandb_project=args.wandb_project)
-        except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
-            print(f"analysis: error: {e}", file=sys.stderr)
-            return 1
-        result.print()
-    return 0 if report.ok else 1
+def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
+               default_store: str) -> tuple[list[Experiment], SweepOptions]:
+    """The experiments the flags narrow or extend, and the :class:`SweepOptions` they set
+    (W&B aside). ``--smoke-test`` writes tiny data and picks a temporary store."""
+    from kdray.sweep.checkpoints import Cadence
+    from kdray.sweep.cluster import parse_resource_overrides
+
+    resources = parse_resource_overrides(args.resources)
+    cadence = Cadence(args.checkpoint_every_epochs, args.checkpoint_every_minutes)
+    cohort_sizes = parse_cohort_sizes(args.cohort_size)
+    exps = list(experiments)
+    if args.smoke_test:
+        tmp = tempfile.mkdtemp(prefix="kdray-smoke-")
+        if args.store == default_store:
+            args.store = os.path.join(tmp, "store")
+        args.data_dir = args.data_dir or os.path.join(tmp, "data")
+        exps = smoke_variant(narrow(exps, datasets=args.datasets), args.data_dir)
+        args.datasets = None
+        # CPU only, one core per trial, whatever the architecture
+        from kdray.models import MODELS
+        resources = {a: {"cpu": 1, **resources.get(a, {})} for a in MODELS}
+    exps = narrow(exps, datasets=args.datasets, temperatures=args.temperatures,
+                  alphas=args.alphas, seeds=args.seeds,
+                  recipe={"epochs": args.epochs} if args.epochs is not None else None)
+    options = SweepOptions(resources=resources, cohort_sizes=cohort_sizes, cadence=cadence,
+                           max_failures=args.max_failures, max_concurrent=args.max_concurrent,
+                           data_dir=os.path.abspath(args.data_dir) if args.data_dir else None,
+                           use_gpu=False if args.smoke_test else None,
+                           progress_interval=args.progress_interval)
+    return exps, options
+
+
+def _wandb(args: argparse.Namespace, store: Store):
+    """The W&B settings of the flags (``--wandb-mode``, else ``$WANDB_MODE``, else by API key)."""
+    from kdray.connect import resolve_mode
+    from kdray.tracking import WandbConfig, default_dir
+
+    return WandbConfig(mode=resolve_mode(args.wandb_mode), project=args.wandb_project,
+                       entity=args.wandb_entity,
+                       dir=os.path.abspath(args.wandb_dir or default_dir(store)))
+
+
+def dry_run(plan, store: Store, cohort_sizes, path: str) -> int:
+    """Print the plan and write it to ``path`` (``--plan``); train nothing."""
+    from kdray.sweep.plan import format_plan, plan_json
+
+    status = store.statuses([s.run_id for s in plan.all])
+    print(format_plan(plan, status, cohort_sizes))
+    with open(path, "w") as f:
+        json.dump(plan_json(plan, status, cohort_sizes), f, indent=1)
+    print(f"plan: {len(plan)} runs written to {path}")
+    return 0
+
+
+def analyse(store: Store, level: float, wandb, cached: bool) -> int:
+    """The analysis job on the store (``analysis/``): its tables printed; with ``cached``
+    (nothing ran), the last analysis's tables when no run changed since. 1 on an error."""
+    import analysis
+    from kdray.sweep.progress import quiet_ray_hints
+
+    quiet_ray_hints()  # Ray Data's progress-bar hint
+    tables = analysis.unchanged_tables(store.uri, level=level) if cached else None
+    if tables is not None:
+        print(f"analysis: no run changed since the last analysis; its tables "
+              f"({store}/analysis/tables.md):\n")
+        print(tables, end="")
+        return 0
+    try:
+        result = analysis.run(store.uri, level=level, wandb_mode=wandb.mode,
+                              wandb_project=wandb.project)
+    except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
+        print(f"analysis: error: {e}", file=sys.stderr)
+        return 1
+    result.print()
+    return 0

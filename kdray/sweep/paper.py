@@ -20,7 +20,7 @@ Distillation?" that trains models, with five seeds each (``sweeps/full_paper.py`
 
 from __future__ import annotations
 
-from kdray.grid import Experiment
+from kdray.sweep.grid import Experiment
 
 SEEDS = (0, 1, 2, 3, 4)
 T_2_10 = tuple(float(t) for t in range(2, 11))

@@ -1,5 +1,5 @@
-"""Where a trial runs, on what, from which code; and the check that stops a trial at once
-when it would otherwise train for days on the wrong thing.
+"""Where a Ray trial runs and on what; and the check that stops a trial at once when it would
+otherwise train for days on the wrong thing.
 
 - :func:`node_info` names the Ray node a trial runs on: node id, IP, host, the node type the
   launcher started it as (``$RAY_NODE_TYPE_NAME`` where the launcher sets it) and its *kind*,
@@ -11,25 +11,16 @@ when it would otherwise train for days on the wrong thing.
   of a trial training on one CPU thread for days.
 - :func:`trial_report` is what a trial reports first (and what its run.json records): node,
   device, the GPUs Ray assigned, ``CUDA_VISIBLE_DEVICES`` and the torch build.
-- :func:`code_version` is kdray's version plus the commit of the code that runs:
-  ``$KDRAY_COMMIT`` when set (an image built from a commit), else git, else the commit read
-  from the checkout's ``.git`` folder directly (a node whose image has no ``git`` binary; the
-  cluster launcher syncs ``.git`` with the project, see ``cluster/aws.yaml``).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import socket
-import subprocess
-from pathlib import Path
 from typing import Any
 
-import kdray
-
-COMMIT_ENV = "KDRAY_COMMIT"
-NODE_KINDS = ("gpu_small", "gpu_large")  # custom resources of the GPU node types, smallest first
+from kdray.trial.provenance import this_host
+from kdray.sweep.cluster import node_kind_of
 
 
 class CudaUnavailableError(RuntimeError):
@@ -41,7 +32,7 @@ class CudaUnavailableError(RuntimeError):
 # ----------------------------------------------------------------------------------------
 def node_info() -> dict[str, Any]:
     """The Ray node this process runs on (outside Ray: the host only)."""
-    info: dict[str, Any] = {"hostname": socket.gethostname()}
+    info: dict[str, Any] = this_host()
     try:
         import ray
 
@@ -56,7 +47,7 @@ def node_info() -> dict[str, Any]:
         if node.get("NodeID") == node_id:
             resources = node.get("Resources", {})
             info["node_ip"] = node.get("NodeManagerAddress")
-            info["node_kind"] = next((k for k in reversed(NODE_KINDS) if resources.get(k)), None)
+            info["node_kind"] = node_kind_of(resources)
             info["node_gpus"] = int(resources.get("GPU", 0))
             break
     return info
@@ -137,64 +128,3 @@ def trial_report() -> dict[str, Any]:
     return {**{f"node/{k}": v for k, v in node.items()},
             **{f"device/{k}": v for k, v in device.items() if k != "device"},
             "device": device["device"]}
-
-
-# ----------------------------------------------------------------------------------------
-# The code
-# ----------------------------------------------------------------------------------------
-def _git_dir(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / ".git"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def _commit_from_git_dir(git_dir: Path) -> str:
-    """HEAD's commit read from the files of a ``.git`` folder (no git binary needed)."""
-    head = (git_dir / "HEAD").read_text().strip()
-    if not head.startswith("ref:"):
-        return head  # a detached HEAD holds the commit itself
-    ref = head.split(":", 1)[1].strip()
-    loose = git_dir / ref
-    if loose.is_file():
-        return loose.read_text().strip()
-    packed = git_dir / "packed-refs"
-    if packed.is_file():
-        for line in packed.read_text().splitlines():
-            if line.endswith(" " + ref) and not line.startswith(("#", "^")):
-                return line.split()[0]
-    return ""
-
-
-def source_commit(start: str | os.PathLike | None = None) -> str:
-    """The commit of the running code: ``$KDRAY_COMMIT``, else ``git`` (with ``-dirty`` when
-    tracked files differ from it), else HEAD read from ``.git``; ``""`` when none is known."""
-    if os.environ.get(COMMIT_ENV):
-        return os.environ[COMMIT_ENV].strip()
-    here = Path(start or Path(kdray.__file__).parent).resolve()
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=here)
-        if out.returncode == 0 and out.stdout.strip():
-            dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True,
-                                   timeout=10, cwd=here).returncode == 1
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    git_dir = _git_dir(here)
-    if git_dir is not None:
-        try:
-            return _commit_from_git_dir(git_dir)
-        except OSError:
-            return ""
-    return ""
-
-
-def code_version(start: str | os.PathLike | None = None) -> str:
-    """``<kdray version>+<commit, 12 hex digits>[-dirty]``, or the bare version without one."""
-    commit = source_commit(start)
-    if not commit:
-        return kdray.__version__
-    dirty = commit.endswith("-dirty")
-    return f"{kdray.__version__}+{commit.removesuffix('-dirty')[:12]}{'-dirty' if dirty else ''}"

@@ -1,0 +1,90 @@
+"""How a process joins the services a study uses: Ray and Weights & Biases.
+
+Shared by the sweep (``kdray/sweep/``), ``python -m kdray.trial`` and the analysis
+(``analysis/``), which imports nothing else of the sweep side.
+
+Ray (:func:`init_ray`), as a researcher expects: the running cluster if there is one, else a
+local Ray.
+
+- Ray already initialised in this process (a test, a sweep script calling the analysis):
+  reuse it.
+- ``RAY_ADDRESS`` set (``ray job submit`` sets it): connect there; a failure is an error,
+  never a silent fallback to a laptop-sized local Ray.
+- Otherwise ``ray.init(address="auto")`` joins a cluster running on this machine (the head
+  node under ``ray submit``, or ``ray start --head``), and a local Ray starts when none is.
+
+W&B's mode (:func:`resolve_mode`): ``online``, ``offline`` or ``disabled``, from the flag, else
+``$WANDB_MODE``, else ``offline`` when no API key is configured (``$WANDB_API_KEY`` or a
+``wandb login`` entry in ``~/.netrc``) and ``online`` when one is. The key is read by wandb
+from the environment; kdray never copies it into a config, the store or a log. On a cluster
+head the key can come from AWS Systems Manager: with ``$KDRAY_WANDB_KEY_SSM`` naming a
+SecureString parameter (``cluster/aws.yaml`` sets it), :func:`resolve_mode` reads it into this
+process's environment only, so it is never in a file on the node or in the repo.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import sys
+
+MODES = ("online", "offline", "disabled")
+SSM_ENV = "KDRAY_WANDB_KEY_SSM"
+
+
+def init_ray() -> str:
+    """Make sure Ray is initialised; returns ``"existing"``, ``"cluster"`` or ``"local"``.
+    Trials' output stays in Ray's logs (``log_to_driver=False``)."""
+    import ray
+
+    if ray.is_initialized():
+        return "existing"
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+        return "cluster"
+    try:
+        ray.init(address="auto", log_to_driver=False)
+        return "cluster"
+    except ConnectionError:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return "local"
+
+
+def key_from_ssm() -> bool:
+    """Set ``$WANDB_API_KEY`` (this process only) from the SSM SecureString parameter named by
+    ``$KDRAY_WANDB_KEY_SSM``, unless a key is already set; True when it did."""
+    name = os.environ.get(SSM_ENV)
+    if not name or os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        import boto3
+
+        value = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except Exception as e:  # noqa: BLE001 - no key means offline, said once
+        print(f"W&B: no API key from SSM parameter {name!r} ({type(e).__name__}); "
+              f"W&B runs offline unless a key is set", file=sys.stderr)
+        return False
+    os.environ["WANDB_API_KEY"] = value.strip()
+    return True
+
+
+def has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(flag: str | None = None) -> str:
+    """The W&B mode: the flag, else $WANDB_MODE, else online iff an API key is configured."""
+    if flag != "disabled":
+        key_from_ssm()
+    mode = flag or os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
+    if mode == "dryrun":  # wandb's old name for offline
+        mode = "offline"
+    if mode not in MODES:
+        src = "--wandb-mode" if flag else "$WANDB_MODE"
+        raise ValueError(f"{src}: {mode!r} is not one of {MODES}")
+    return mode

@@ -1,0 +1,285 @@
+"""The sweep driver: a study's runs as Ray Tune trials, in two stages, safe to re-run.
+
+``run_plan(plan, store, options)`` (``run_sweep(experiments, store, ...)`` expands the grid
+first, ``kdray/sweep/grid.py``):
+
+1. checks the store: every complete run (run.json present, checksum matching) is skipped; a
+   teacher that pending DS runs will read is verified against its run.json's
+   ``model_sha256``, and trained again first when its weights no longer match;
+2. stages the downloadable datasets into ``{store}/datasets`` once, from here; every node
+   reads them there (``kdray.data.fetch.stage_datasets``);
+3. joins Ray (``kdray/connect.py``) and places trials by need (``kdray/sweep/cluster.py``);
+4. stage 1 runs the missing teachers and non-distilled students, stage 2 the missing
+   distilled students whose teacher is complete, grouped into *cohorts*: the pending DS runs
+   of one teacher seed that differ only in temperature and alpha train as one trial, sharing
+   each batch and the teacher's forward (``kdray.sweep.grid.cohorts``); each student still
+   commits its own run folder and a student whose loss becomes non-finite fails alone. A DS
+   run whose teacher failed is not launched and is listed;
+5. each trial is ``tune.with_resources(train, its request)`` (``kdray/sweep/trainable.py``):
+   it reports every epoch, with a resume checkpoint at the cadence; a trial lost with its
+   node resumes from its last checkpoint however often that happens, one failing by its own
+   error gets ``max_failures`` retries (``kdray/sweep/retries.py``). Tune's experiment state
+   lives under ``{store}/tune/``;
+6. W&B: one run per *run* (each student of a cohort has its own), created on the driver's
+   node by one logging actor (``kdray.tracking.tune_callback``), so only the head needs
+   an API key; named by run_id, grouped by dataset and pair;
+7. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
+   error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from kdray.connect import init_ray
+from kdray.data.fetch import stage_datasets
+from kdray.spec import RunSpec
+from kdray.store import RunStatus, Store
+from kdray.sweep import trainable
+from kdray.sweep.checkpoints import earlier_checkpoints
+from kdray.sweep.cluster import Placement, placement
+from kdray.sweep.grid import Experiment, Plan, cohorts, expand
+from kdray.sweep.options import SweepOptions
+from kdray.sweep.progress import StageProgress, quiet_ray_hints
+from kdray.sweep.retries import RetryPolicy
+from kdray.tracking import tune_callback
+
+
+@dataclass
+class SweepReport:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
+    not_launched: dict[str, str] = field(default_factory=dict)  # run_id -> why
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.not_launched
+
+    def add(self, stage: "StageResult") -> None:
+        self.ran += stage.ran
+        self.failed.update(stage.failed)
+
+    def format(self, max_listed: int = 40) -> str:
+        lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
+                 f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
+                 f"{self.seconds:.0f}s"]
+        for run_id in sorted(self.ran)[:max_listed]:
+            lines.append(f"  ran {run_id}")
+        if len(self.ran) > max_listed:
+            lines.append(f"  ... and {len(self.ran) - max_listed} more (the store lists every run)")
+        for run_id, err in sorted(self.failed.items()):
+            lines.append(f"  FAILED {run_id}: {err}")
+        for run_id, why in sorted(self.not_launched.items()):
+            lines.append(f"  NOT LAUNCHED {run_id}: {why}")
+        return "\n".join(lines)
+
+
+@dataclass
+class StageResult:
+    """What one stage's trials did: the runs now complete, and the failed ones with why."""
+
+    ran: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------
+# The sweep
+# ----------------------------------------------------------------------------------------
+def run_sweep(experiments: Sequence[Experiment], store: Store | str,
+              options: SweepOptions | None = None, **fields: Any) -> SweepReport:
+    """Run every missing run of ``experiments`` on Ray Tune (see the module docstring);
+    ``options`` (:class:`SweepOptions`), or single ``fields`` of it
+    (``run_sweep(experiments, store, max_failures=0)``)."""
+    options = dataclasses.replace(options or SweepOptions(), **fields)
+    return run_plan(expand(experiments), store, options)
+
+
+def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepReport:
+    """Run every missing run of ``plan`` (``kdray.sweep.grid.expand``'s) on Ray Tune."""
+    t0 = time.perf_counter()
+    store = store if isinstance(store, Store) else Store(store)
+    status = _statuses(plan, store)
+    report = SweepReport(skipped=[r for r, st in status.items() if st.complete])
+    stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
+    pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
+    print(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
+          f"{len(plan.ds)} DS); {len(report.skipped)} complete in {store}")
+    if stage1 or pending2:
+        # downloadable datasets go into {store}/datasets once, here; no node downloads them
+        report.not_launched.update(stage_datasets(stage1 + pending2, store, options.data_dir))
+        stage1 = [s for s in stage1 if s.run_id not in report.not_launched]
+        pending2 = [s for s in pending2 if s.run_id not in report.not_launched]
+        where = init_ray()
+        place = placement(where, options.use_gpu, options.resources)
+        print(f"ray: {where} cluster, {'with' if place.use_gpu else 'no'} GPU")
+        with _environ(_driver_environment(options)):
+            print(f"stage 1: {len(stage1)} teacher/NDS runs to train")
+            report.add(_run_stage("stage1", stage1, store, plan, options, place))
+            stage2 = _launchable(pending2, status, report)
+            print(f"stage 2: {len(stage2)} DS runs to train")
+            report.add(_run_stage("stage2", stage2, store, plan, options, place))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _statuses(plan: Plan, store: Store) -> dict[str, RunStatus]:
+    """Every run's status; the teachers that pending DS runs will read are checked against
+    their weights too, or trained again first (no student is distilled from damaged weights)."""
+    status = store.statuses([s.run_id for s in plan.all])
+    needed = sorted({s.teacher_spec().run_id for s in plan.stage2 if not status[s.run_id].complete})
+    status.update(store.statuses(needed, verify_model=needed))
+    for run_id in needed:
+        if not status[run_id].complete and status[run_id].reason != "missing":
+            print(f"  {run_id}: trained again ({status[run_id].reason})")
+    return status
+
+
+def _launchable(pending: list[RunSpec], status: dict[str, RunStatus],
+                report: SweepReport) -> list[RunSpec]:
+    """The pending DS runs whose teacher is complete; the others go to ``not_launched``."""
+    out = []
+    for spec in pending:
+        teacher_id = spec.teacher_spec().run_id
+        if teacher_id in report.failed:
+            report.not_launched[spec.run_id] = f"its teacher {teacher_id} failed"
+        elif not (status[teacher_id].complete or teacher_id in report.ran):
+            report.not_launched[spec.run_id] = f"its teacher {teacher_id} is not complete"
+        else:
+            out.append(spec)
+    return out
+
+
+def _driver_environment(options: SweepOptions) -> dict[str, str]:
+    """The driver's environment while Tune runs: W&B runs are created on the driver, and Ray's
+    WandbLoggerCallback reads WANDB_MODE from the environment to decide whether it needs an
+    API key."""
+    return {**options.wandb.env(), "TUNE_WARN_THRESHOLD_S": "5",  # W&B actors start in ~1 s
+            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+            "RAY_AIR_NEW_OUTPUT": "0"}  # honour verbose=0
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]):
+    """Set environment variables for the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ----------------------------------------------------------------------------------------
+# One stage
+# ----------------------------------------------------------------------------------------
+def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan,
+               options: SweepOptions, place: Placement) -> StageResult:
+    """Train ``specs`` as one Tune experiment (cohorts of DS runs, teachers and NDS alone)."""
+    from ray import tune
+
+    if not specs:
+        return StageResult()
+    earlier = earlier_checkpoints(store, {s.run_id for s in specs})
+    for path in sorted(set(earlier.values())):
+        runs = sorted(r for r, p in earlier.items() if p == path)
+        print(f"  {', '.join(runs)}: resume from an earlier sweep's checkpoint "
+              f"({path.rsplit('/', 4)[-4]})")
+    groups = cohorts(specs, options.cohort_sizes, earlier)
+    if len(groups) < len(specs):
+        print(f"  {len(specs)} runs in {len(groups)} cohort trials")
+    fn = tune.with_parameters(_fresh_trainable(), store_uri=store.uri, options=options,
+                              earlier=earlier)
+    fn = tune.with_resources(fn, lambda config: place.resources(RunSpec.from_dict(config["specs"][0])))
+    retries = RetryPolicy(options.max_failures, name=_trial_name)  # lost nodes: no limit
+    tuner = tune.Tuner(
+        fn,
+        param_space={"specs": tune.grid_search([[s.to_dict() for s in g] for g in groups])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
+            storage_filesystem=store.fs, verbose=0, stop=retries.stopper,
+            callbacks=_callbacks(name, len(specs), plan, options, retries),
+            failure_config=tune.FailureConfig(max_failures=-1),  # RetryPolicy decides
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    return _outcome(tuner.fit(), specs, store, earlier, retries)
+
+
+def _fresh_trainable():
+    """A new function object each time: ``tune.with_resources`` mutates what it wraps."""
+    def kdray_trial(config, store_uri, options, earlier):
+        return trainable.train(config, store_uri=store_uri, options=options, earlier=earlier)
+    return kdray_trial
+
+
+def _trial_name(trial) -> str:
+    return ", ".join(RunSpec.from_dict(d).run_id for d in trial.config["specs"])
+
+
+def _callbacks(name: str, n_runs: int, plan: Plan, options: SweepOptions,
+               retries: RetryPolicy) -> list:
+    """The stage's Tune callbacks: W&B (unless disabled), the progress view, the retries."""
+    callbacks = [tune_callback(options.wandb, plan.group)] if options.wandb.mode != "disabled" else []
+    quiet_ray_hints()
+    callbacks.append(StageProgress(name.replace("stage", "stage "), n_runs,  # runs, not trials
+                                   interval=options.progress_interval))
+    callbacks.append(retries.callback)
+    return callbacks
+
+
+def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, str],
+             retries: RetryPolicy) -> StageResult:
+    """Each run of the stage: complete in the store (ran), or failed with why. Trials that
+    ended well leave no resume checkpoint behind."""
+    out = StageResult()
+    unreported = {s.run_id for s in specs}
+    teachers = {s.run_id for s in specs if s.role == "teacher"}
+    for result in results:
+        ids = [RunSpec.from_dict(d).run_id for d in result.config["specs"]]
+        diverged = (result.metrics or {}).get("failed") or {}
+        gave_up = retries.gave_up.get((result.metrics or {}).get("trial_id"))
+        for run_id in ids:
+            unreported.discard(run_id)
+            if store.status(run_id, verify_model=run_id in teachers).complete:
+                out.ran.append(run_id)
+            elif run_id in diverged:
+                out.failed[run_id] = diverged[run_id]
+            elif gave_up or result.error is not None:
+                out.failed[run_id] = gave_up or _one_line(result.error)
+            else:
+                out.failed[run_id] = "trial ended but the run is not complete in the store"
+        if result.error is None and not gave_up:
+            _delete_checkpoints(result, ids, store, earlier)
+    for run_id in unreported:  # trials Tune never reported (should not happen)
+        out.failed[run_id] = "no result from Ray Tune"
+    return out
+
+
+def _delete_checkpoints(result, ids: list[str], store: Store, earlier: Mapping[str, str]) -> None:
+    """Every student committed or failed for good: the resume checkpoints (optimiser state
+    included, 1.3 GB for BERT-base) are of no further use."""
+    stale = [(c.filesystem, c.path) for c in [result.checkpoint] if c is not None]
+    stale += [(store.fs, p) for p in {earlier[r].rsplit("/", 1)[0] for r in ids if r in earlier}]
+    for fs, path in stale:
+        try:
+            fs.delete_dir(path)
+        except OSError:
+            pass
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    # Ray wraps the trial's exception; its last line is the original message
+    last = [ln for ln in text if ln.strip()]
+    return f"{type(error).__name__}: {last[-1] if last else ''}"[:500]

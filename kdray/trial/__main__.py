@@ -1,0 +1,7 @@
+"""``python -m kdray.trial``: see ``kdray/trial/cli.py``."""
+
+import sys
+
+from kdray.trial.cli import main
+
+sys.exit(main())
