@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import groups
+from analysis.bootstrap import INTERVAL_KEYS
 from analysis.disagreement import run_comparisons
 from analysis.fairness import fairness_table
 from analysis.read import ReadSummary, attribute_difference
@@ -30,7 +31,7 @@ from analysis.significance import class_accuracy_table, significance_tables
 from kdray.store import Store
 
 FAIRNESS_RUN_COLUMNS = ["run_id", "attribute", "dpd", "eod", "tpr_diff", "fpr_diff",
-                        "n_classes", "n_undefined"]
+                        "n_classes", "n_undefined", *INTERVAL_KEYS]
 
 
 @dataclass(frozen=True)
