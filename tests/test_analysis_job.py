@@ -193,6 +193,7 @@ def test_wandb_offline_logs_one_analysis_run(tmp_path, ray_local, monkeypatch):
     assert len(runs) == 1
     assert list(runs[0].glob("files/media/images/figures/*.png"))
     assert list(runs[0].glob("files/media/table/significance*.table.json"))
+    assert list(runs[0].glob("files/media/table/paper_claims*.table.json"))  # the verdicts
 
 
 def test_cli_prints_tables(tmp_path, ray_local, capsys):
