@@ -68,17 +68,15 @@ def _block(sub: pd.DataFrame) -> pd.DataFrame:
     """One (dataset, study, pair)'s compared cells as a paper-style table: kdray | paper."""
     columns = list(dict.fromkeys(zip(sub["metric"], sub["attribute"])))
     order = {"teacher": 0, "nds": 1, "ds": 2}
-    models = sub[["role", "temperature", "alpha"]].drop_duplicates()
-    models = models.assign(_r=models["role"].map(order)).sort_values(
-        ["_r", "alpha", "temperature"], na_position="first")
+    models = sub.assign(_r=sub["role"].map(order), _a=sub["alpha"].fillna(-1),
+                        _t=sub["temperature"].fillna(-1))
     rows = []
-    for m in models.itertuples(index=False):
-        same = (sub["role"] == m.role) & (sub["temperature"].fillna(-1) == (
-            -1 if pd.isna(m.temperature) else m.temperature)) & (sub["alpha"].fillna(-1) == (
-                -1 if pd.isna(m.alpha) else m.alpha))
-        cells = sub[same].set_index(["metric", "attribute"])
-        row = [ROLE_LABELS[m.role], DASH if pd.isna(m.temperature) else f"{m.temperature:g}",
-               DASH if pd.isna(m.alpha) else f"{m.alpha:g}"]
+    for (_, _, _, role), model in models.groupby(["_r", "_a", "_t", "role"], sort=True):
+        first = model.iloc[0]
+        cells = model.set_index(["metric", "attribute"])
+        row = [ROLE_LABELS[role],
+               DASH if pd.isna(first["temperature"]) else f"{first['temperature']:g}",
+               DASH if pd.isna(first["alpha"]) else f"{first['alpha']:g}"]
         for metric, attr in columns:
             c = cells.loc[(metric, attr)] if (metric, attr) in cells.index else None
             row += ([DASH, DASH] if c is None else
