@@ -95,13 +95,24 @@ def group_rates(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray,
     n_pos = cells(everyone, yi)
     pred_pos = cells(everyone, pi)
     tp = cells(yi == pi, yi)
+    sel, tpr, fpr = rates_from_counts(n, n_pos, pred_pos, tp)
+    return {"groups": groups, "n": n, "n_pos": n_pos, "n_neg": n - n_pos,
+            "selection_rate": sel, "tpr": tpr, "fpr": fpr}
+
+
+def rates_from_counts(n: np.ndarray, n_pos: np.ndarray, pred_pos: np.ndarray, tp: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Selection rate, TPR and FPR from one-vs-rest counts of any (broadcastable) shape.
+
+    ``n``: samples, ``n_pos``: samples with Y = c, ``pred_pos``: samples with Ŷ = c, ``tp``:
+    samples with Y = Ŷ = c. NaN where a rate is 0/0 (no samples, no positives, no negatives).
+    """
     n_neg = n - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
-        sel = pred_pos / n
+        sel = np.where(n > 0, pred_pos / n, np.nan)
         tpr = np.where(n_pos > 0, tp / n_pos, np.nan)
         fpr = np.where(n_neg > 0, (pred_pos - tp) / n_neg, np.nan)
-    return {"groups": groups, "n": n, "n_pos": n_pos, "n_neg": n_neg,
-            "selection_rate": sel, "tpr": tpr, "fpr": fpr}
+    return sel, tpr, fpr
 
 
 def _fairlearn_rates(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray,
@@ -163,37 +174,54 @@ def fairness_metrics(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarr
         classes = [1] if is_binary(y_true) else np.unique(y_true).tolist()
     rates = (_fairlearn_rates if backend == "fairlearn" else group_rates)(
         y_true, np.asarray(y_pred), np.asarray(sensitive), classes)
-    dpd_c, _ = _difference(rates["selection_rate"])
-    tpr_c, _ = _difference(rates["tpr"])
-    fpr_c, _ = _difference(rates["fpr"])
+    average = class_average(rates["selection_rate"], rates["tpr"], rates["fpr"])
+    return {**{k: float(v) for k, v in average.items()}, "n_classes": len(classes),
+            "n_undefined": int(np.isnan(rates["tpr"]).sum() + np.isnan(rates["fpr"]).sum())}
+
+
+def class_average(sel: np.ndarray, tpr: np.ndarray, fpr: np.ndarray) -> dict[str, np.ndarray]:
+    """Algorithm 1 over rate arrays ``[groups, ..., classes]``: per class DPD (eq. 1), the TPR
+    and FPR differences (eqs. 2, 3) and EOD (eq. 4), each averaged over the classes where it
+    is defined; arrays over the middle axes (0-d for ``[groups, classes]``)."""
+    dpd_c, _ = _difference(sel)
+    tpr_c, _ = _difference(tpr)
+    fpr_c, _ = _difference(fpr)
     both = np.stack([tpr_c, fpr_c])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices / means
         eod_c = np.where(np.isnan(both).all(axis=0), np.nan, np.nanmax(both, axis=0))
-        mean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")  # noqa
-        return {"dpd": mean(dpd_c), "eod": mean(eod_c), "tpr_diff": mean(tpr_c),
-                "fpr_diff": mean(fpr_c), "n_classes": len(classes),
-                "n_undefined": int(np.isnan(rates["tpr"]).sum() + np.isnan(rates["fpr"]).sum())}
+        return {name: np.nanmean(x, axis=-1) for name, x in
+                (("dpd", dpd_c), ("eod", eod_c), ("tpr_diff", tpr_c), ("fpr_diff", fpr_c))}
+
+
+def algorithm_1_classes(label: np.ndarray) -> list[int]:
+    """The classes DPD and EOD average over: ``[1]`` for binary labels (class 1 positive),
+    else every class of the test labels (one-vs-rest, Algorithm 1)."""
+    return [1] if is_binary(label) else np.unique(label).tolist()
 
 
 def run_fairness(label: np.ndarray, pred: np.ndarray, attributes: dict[str, np.ndarray],
                  backend: str = "fairlearn") -> list[dict[str, Any]]:
     """One row per sensitive attribute of a run (computed on a Ray worker)."""
-    classes = [1] if is_binary(label) else np.unique(label).tolist()
+    classes = algorithm_1_classes(label)
     return [{"attribute": name, **fairness_metrics(label, pred, values, classes, backend)}
             for name, values in sorted(attributes.items())]
 
 
 FAIRNESS_COLUMNS = ["dataset", "role", "arch", "teacher_arch", "temperature", "alpha",
                     "attribute", "n_seeds", "acc_mean", "acc_std", "dpd_mean", "dpd_std",
-                    "eod_mean", "eod_std"]
+                    "eod_mean", "eod_std", "dpd_ci95_halfwidth", "eod_ci95_halfwidth"]
 
 
 def fairness_table(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
     """``fairness.csv``: mean ± std over seeds (sample std, ddof=1), all in %.
 
     ``runs`` has one row per run (``test_accuracy`` as a fraction); ``per_run`` one row per
-    (run_id, attribute) with ``dpd`` and ``eod``. Teacher and NDS rows have empty
+    (run_id, attribute) with ``dpd`` and ``eod`` and, where computed, their bootstrap 95%
+    interval ``dpd_low``, ``dpd_high``, ``eod_low``, ``eod_high``
+    (:mod:`analysis.bootstrap`). ``dpd_ci95_halfwidth`` and ``eod_ci95_halfwidth``: the
+    half-width (high - low) / 2 of each run's interval, mean over seeds (the sampling noise
+    of one run's number; NaN without intervals). Teacher and NDS rows have empty
     ``teacher_arch``, ``temperature`` and ``alpha``.
     """
     if per_run.empty:
@@ -209,6 +237,11 @@ def fairness_table(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
             x = 100.0 * sub[col].to_numpy(dtype=float)
             row[f"{name}_mean"] = float(np.nanmean(x)) if np.isfinite(x).any() else np.nan
             row[f"{name}_std"] = float(np.nanstd(x, ddof=1)) if np.isfinite(x).sum() > 1 else np.nan
+        for name in ("dpd", "eod"):
+            half = (100.0 * (sub[f"{name}_high"] - sub[f"{name}_low"]).to_numpy(dtype=float) / 2
+                    if f"{name}_low" in sub else np.array([np.nan]))
+            row[f"{name}_ci95_halfwidth"] = (float(np.nanmean(half)) if np.isfinite(half).any()
+                                             else np.nan)
         rows.append(row)
     out = pd.DataFrame(rows)
     out = out.assign(_r=out["role"].map(ROLE_ORDER)).sort_values(

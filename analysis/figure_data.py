@@ -5,7 +5,8 @@
 - ``*_class_accuracy.png`` (Fig. 1): DS class-wise test accuracy vs T, mean over seeds, one
   line per class (named), ``×`` where DS vs NDS is significant; only for <= 20 classes.
 - ``*_fairness_<attribute>.png`` (Figs. 4, 5, 9): EOD and DPD (%) vs T for the DS
-  (mean ± std), teacher and NDS as horizontal reference lines.
+  (mean ± std), teacher and NDS as horizontal reference lines; beside them the paper's
+  values where it has the cell (:mod:`analysis.paper_figure`).
 - ``*_disagreement.png`` (Fig. 2): teacher vs NDS / teacher vs DS heatmaps, diagonal
   excluded; only for <= 200 classes (a larger heatmap is unreadable; the CSV has it all).
 
@@ -20,6 +21,7 @@ from analysis.disagreement import to_dense
 from analysis.groups import Names, PairTable, slug
 from analysis.index import StatsIndex
 from analysis.model import Heatmap, LineFigure, Panel, Reference, Series
+from analysis.paper_figure import paper_overlay
 from analysis.statistics import Comparison
 
 MAX_CLASSES_FIG1 = 20
@@ -100,10 +102,13 @@ def _fairness(t: PairTable, ix: StatsIndex, name: str, title: str) -> list[LineF
                 ref = a[(a["role"] == role) & (a["arch"] == arch)]
                 refs.append(Reference(label, float(ref[f"{metric}_mean"].iloc[0]) if len(ref)
                                       else np.nan, dashed=role == "nds"))
+            paper_series, paper_refs = paper_overlay(ix.stats.paper_comparison, t, attr, metric)
             panels.append(Panel(
-                ylabel=f"{metric.upper()} (%)", xticks=_ticks(x), references=tuple(refs),
+                ylabel=f"{metric.upper()} (%)", xticks=_ticks(x),
+                references=tuple(refs) + paper_refs,
                 series=(Series("DS", x, ds[f"{metric}_mean"].to_numpy(float),
-                               err=ds[f"{metric}_std"].fillna(0).to_numpy(float)),)))
+                               err=ds[f"{metric}_std"].fillna(0).to_numpy(float)),)
+                + paper_series))
         out.append(LineFigure(f"{name}_fairness_{slug(attr)}.png",
                               f"{title} — attribute {attr}", tuple(panels), size=(8.0, 3.4)))
     return out

@@ -38,8 +38,9 @@ def _series(ax, s: Series, color: str) -> None:
 
 def _reference(ax, r: Reference) -> None:
     if np.isfinite(r.y):
-        ax.axhline(r.y, linestyle="--" if r.dashed else "-",
-                   color="gray" if r.dashed else "black", linewidth=1, label=r.label)
+        ax.axhline(r.y, linestyle=":" if r.dotted else "--" if r.dashed else "-",
+                   color=r.color or ("gray" if r.dashed else "black"), linewidth=1,
+                   label=r.label)
 
 
 def _lines(spec: LineFigure):

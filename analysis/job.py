@@ -6,7 +6,8 @@
                    fingerprints, DPD/EOD per attribute (+ run.json: accuracy, names)
     statistics.py  studies and checks ─► experiments ─► Welch tests, fairness means,
                    disagreement matrices (Ray Data, one task per comparison)
-    tables.py      ─► the table model (model.py): every table, title and figure, built once
+    tables.py      ─► the table model (model.py): every table, title and figure, built once;
+                   paper_tables.py adds paper_comparison.md and the printed epilogue
     renderers      markdown.py (tables.md), outputs.py (CSV/Parquet/PNG, replacing the old
                    folder), figures.py (PNG), wandb_run.py (one W&B analysis run)
 
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis import markdown
+from analysis import markdown, paper_tables
 from analysis.fairness import BACKENDS
 from analysis.figures import render_all
 from analysis.model import Report
@@ -82,6 +83,8 @@ class AnalysisResult:
     report: Report = field(repr=False)
     tables_md: str = field(repr=False)
     out: str
+    pages: dict[str, str] = field(default_factory=dict, repr=False)
+    epilogue: str = field(default="", repr=False)
     files: list[str] = field(default_factory=list)
     wandb_run_id: str | None = None
     seconds: float = 0.0
@@ -96,8 +99,10 @@ class AnalysisResult:
 
 
 def print_tables(result: AnalysisResult) -> None:
-    """Print ``tables.md`` (the paper-style tables and the read/skip summary)."""
+    """Print ``tables.md`` (the paper-style tables and the read/skip summary), then the
+    short summary of ``paper_comparison.md`` (its cells and the claims' verdicts)."""
     print(result.tables_md, end="")
+    print(result.epilogue, end="")
 
 
 def run(store_uri: str, out_uri: str | None = None, options: Options | None = None,
@@ -130,10 +135,14 @@ def run(store_uri: str, out_uri: str | None = None, options: Options | None = No
                     opts.progress)
     report = build_report(stats, opts.level, opts.normalisation, str(folder),
                           figures=opts.write and opts.figures)
-    result = AnalysisResult(stats, report, markdown.render(report), str(folder))
+    paper_tables.extend(report, stats)
+    result = AnalysisResult(stats, report, markdown.render(report), str(folder),
+                            pages={name: markdown.render_blocks(blocks)
+                                   for name, blocks in report.pages.items()},
+                            epilogue=markdown.render_blocks(report.epilogue))
     if opts.write:
         pngs = render_all(report.figures)
-        result.files = write_report(report, result.tables_md, pngs, folder)
+        result.files = write_report(report, result.tables_md, pngs, folder, result.pages)
         result.wandb_run_id = log_run(report, pngs, mode, opts.wandb_project)
     result.seconds = time.perf_counter() - t0
     return result

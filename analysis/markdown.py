@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.model import Report, Table, Text
+from analysis.model import Block, Report, Table, Text
 
 
 def table_lines(table: Table) -> list[str]:
@@ -16,7 +16,12 @@ def table_lines(table: Table) -> list[str]:
 
 def render(report: Report) -> str:
     """The whole of ``tables.md``: the report's blocks from top to bottom."""
+    return render_blocks(report.blocks)
+
+
+def render_blocks(blocks: list[Block]) -> str:
+    """Blocks as Markdown, top to bottom (tables.md, a page, the epilogue); "" for none."""
     lines: list[str] = []
-    for block in report.blocks:
+    for block in blocks:
         lines += list(block.lines) if isinstance(block, Text) else table_lines(block)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if lines else ""

@@ -56,11 +56,14 @@ class Series:
 
 @dataclass(frozen=True)
 class Reference:
-    """A horizontal reference line (the teacher's or the NDS's value); NaN: not drawn."""
+    """A horizontal reference line (the teacher's or the NDS's value); NaN: not drawn.
+    ``color`` (a matplotlib colour) and ``dotted`` set it apart from kdray's own lines."""
 
     label: str
     y: float
     dashed: bool = False
+    dotted: bool = False
+    color: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class Report:
     of ``blocks`` too), each logged to W&B and, where it has a ``file``, written.
     ``figures``: every figure. ``manifest``: what the outputs were computed from (the cache
     check reads it back). ``config`` and ``summary``: the W&B run's config and summary.
+    ``pages``: more Markdown files under ``{out}/`` (file name -> its blocks, e.g.
+    ``paper_comparison.md``). ``epilogue``: what is printed after tables.md.
     """
 
     blocks: list[Block]
@@ -120,3 +125,5 @@ class Report:
     manifest: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    pages: dict[str, list[Block]] = field(default_factory=dict)
+    epilogue: list[Block] = field(default_factory=list)

@@ -130,9 +130,10 @@ def _bytes(df, file: str) -> bytes:
 
 
 def write_report(report: Report, markdown: str, pngs: dict[str, bytes],
-                 folder: OutputFolder) -> list[str]:
-    """Write every file of the report (tables, figures, tables.md, manifest) into a fresh
-    folder that replaces ``folder``; returns the file names, relative to it."""
+                 folder: OutputFolder, pages: dict[str, str] | None = None) -> list[str]:
+    """Write every file of the report (tables, figures, tables.md, the other Markdown
+    ``pages``, manifest) into a fresh folder that replaces ``folder``; returns the file
+    names, relative to it."""
     with folder.replace() as stage:
         for table in report.tables:
             if table.file:
@@ -140,5 +141,7 @@ def write_report(report: Report, markdown: str, pngs: dict[str, bytes],
         for name, png in sorted(pngs.items()):
             stage.write(f"figures/{name}", png)
         stage.write(TABLES_MD, markdown.encode())
+        for name, text in sorted((pages or {}).items()):
+            stage.write(name, text.encode())
         stage.write(MANIFEST, json.dumps(report.manifest, indent=1, sort_keys=True).encode())
     return list(stage.written)

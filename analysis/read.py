@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.bootstrap import add_intervals
 from analysis.fairness import ATTR_PREFIX, run_fairness
 from analysis.groups import study_key
 from kdray import checks
@@ -177,7 +178,8 @@ def summarise_predictions(data: bytes, backend: str = "fairlearn") -> dict[str, 
     Returns ``classes``, ``correct``, ``total`` (int64 per class of the test labels),
     ``n_rows``, ``fingerprint`` (SHA-256 of the (sample_index, label) pairs in sample order),
     ``attribute_fingerprints`` (attribute -> SHA-256 of its int64 values in sample order: equal
-    digests mean equal values) and ``fairness`` (one dict per ``attr_*`` column). Raises
+    digests mean equal values) and ``fairness`` (one dict per ``attr_*`` column: DPD, EOD
+    and their bootstrap 95% interval, :mod:`analysis.bootstrap`). Raises
     ``ValueError`` on a malformed file.
     """
     pf = pq.ParquetFile(io.BytesIO(data))
@@ -200,7 +202,8 @@ def summarise_predictions(data: bytes, backend: str = "fairlearn") -> dict[str, 
     correct = np.bincount(inverse[label == pred], minlength=len(classes))
     fp = sha256_bytes(idx[order].tobytes() + label[order].tobytes())
     values = {a[len(ATTR_PREFIX):]: t[a].to_numpy().astype(np.int64) for a in attrs}
-    fairness = run_fairness(label, pred, values, backend) if attrs else []
+    fairness = (add_intervals(run_fairness(label, pred, values, backend), label, pred, values)
+                if attrs else [])
     return {"classes": classes, "correct": correct.astype(np.int64),
             "total": total.astype(np.int64), "n_rows": len(label), "fingerprint": fp,
             "attribute_fingerprints": {a: sha256_bytes(v[order].tobytes())

@@ -8,6 +8,8 @@
       ─► experiments ─► class accuracies and Welch tests (significance.py), fairness means
          (fairness.py)
       ─► disagreement matrices (disagreement.py, one Ray Data task per comparison)
+      ─► the paper's cells beside kdray's (paper_comparison.py), the paper's claims judged
+         (claims.py)
 
 Nothing here formats, titles or writes anything (comparisons only get a file-name-safe
 name): tables and titles are the table model's job (:mod:`analysis.tables`), and rendering
@@ -16,13 +18,14 @@ is the renderers'.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis import groups
+from analysis import claims, groups, paper_comparison
+from analysis.bootstrap import INTERVAL_KEYS
 from analysis.disagreement import run_comparisons
 from analysis.fairness import fairness_table
 from analysis.read import ReadSummary, attribute_difference
@@ -30,7 +33,7 @@ from analysis.significance import class_accuracy_table, significance_tables
 from kdray.store import Store
 
 FAIRNESS_RUN_COLUMNS = ["run_id", "attribute", "dpd", "eod", "tpr_diff", "fpr_diff",
-                        "n_classes", "n_undefined"]
+                        "n_classes", "n_undefined", *INTERVAL_KEYS]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Statistics:
     names: dict[tuple[str, str], groups.Names]
     counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     summary: ReadSummary
+    paper_comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # paper_comparison.py
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.py
 
     @property
     def disagreement(self) -> dict[str, pd.DataFrame]:
@@ -144,4 +149,6 @@ def compute(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]]
     return Statistics(runs=runs, experiments=exps, class_accuracy=class_acc,
                       significance=sig, class_tests=cls,
                       too_few_seeds=few, fairness=fair, fairness_runs=fair_runs,
-                      comparisons=comps, names=names, counts=counts, summary=summary)
+                      comparisons=comps, names=names, counts=counts, summary=summary,
+                      paper_comparison=paper_comparison.compare(runs, fair, sig),
+                      claims=claims.judge(exps, runs, fair_runs, sig))

@@ -28,6 +28,7 @@ from analysis.figure_data import heatmap, pair_figures
 from analysis.groups import COMPARISONS, Names, PairTable, pair_tables, slug, study_name
 from analysis.index import StatsIndex
 from analysis.model import Block, Figure, Report, Table, Text
+from analysis.noise import NOISE_NOTE, noise_cells, noise_header
 from analysis.statistics import Comparison, Statistics
 
 DASH = "–"
@@ -121,27 +122,28 @@ def _fairness_blocks(t: PairTable, ix: StatsIndex, names: Names, title: str) -> 
 
     def row(label: str, temp: str, f: pd.DataFrame) -> list[str]:
         if f.empty:
-            return [label, temp, DASH] + [DASH] * (2 * len(attrs))
+            return [label, temp, DASH] + [DASH] * (4 * len(attrs))
         first = f.iloc[0]
         cells = [label, temp, pm(first["acc_mean"], first["acc_std"])]
         for a in attrs:
             cells += ([pm(f.loc[a, "eod_mean"], f.loc[a, "eod_std"]),
                        pm(f.loc[a, "dpd_mean"], f.loc[a, "dpd_std"])] if a in f.index
                       else [DASH, DASH])
-        return cells
+        return cells + noise_cells(f, attrs)
 
     rows = [row("Teacher", DASH, pick("teacher", t.teacher_arch, None)),
             row("NDS", DASH, pick("nds", t.student_arch, None))]
     rows += [row("DS", f"{e.temperature:g}", pick("ds", t.student_arch, e.temperature))
              for e in t.experiments]
     header = ["Model", "Temp", "Test Acc. (%)"] + [f"{m} {a} (%)" for a in attrs
-                                                   for m in ("EOD", "DPD")]
+                                                   for m in ("EOD", "DPD")] + noise_header(attrs)
     heading = (f"Fairness of {study_name(t.dataset, t.study)} {t.teacher_arch} / "
                f"{t.student_arch}, alpha = {t.alpha:g}")
     name = slug(t.dataset, t.study, f"{t.teacher_arch}-{t.student_arch}", f"a{t.alpha:g}")
     out: list[Block] = [
         Text(("", f"{heading} (EOD, DPD in %, mean ± std over seeds; lower is fairer):", "")),
-        Table(f"tables/{name}_fairness", heading, pd.DataFrame(rows, columns=header))]
+        Table(f"tables/{name}_fairness", heading, pd.DataFrame(rows, columns=header)),
+        NOISE_NOTE]
     named = [a for a in attrs if a in names.attributes]
     if named:
         out.append(Text(("", "Groups (each attribute's values):", "", *[

@@ -114,3 +114,43 @@ def write_study(store: Store | str, *, dataset: str = "toy", n_classes: int = 10
                                                     teacher_arch=teacher_arch, temperature=t,
                                                     alpha=a, **spec_extra), acc))
     return made
+
+
+def preds_for_rates(label: np.ndarray, group: np.ndarray, tpr: Sequence[float],
+                    fpr: Sequence[float]) -> np.ndarray:
+    """Binary predictions whose true- and false-positive rate in group g are exactly
+    round(tpr[g] * positives) / positives and round(fpr[g] * negatives) / negatives (the
+    first samples of each (group, label) cell are the predicted positives)."""
+    label, group = np.asarray(label), np.asarray(group)
+    pred = np.zeros_like(label)
+    for g in np.unique(group):
+        for y, rate in ((1, tpr[g]), (0, fpr[g])):
+            where = np.flatnonzero((group == g) & (label == y))
+            pred[where[:int(round(rate * len(where)))]] = 1
+    return pred
+
+
+def write_fairness_study(store: Store | str, dataset: str, gap: Mapping[str, Any], *,
+                         seeds: Sequence[int] = range(3), per_cell: int = 250,
+                         teacher_arch: str = "resnet50", student_arch: str = "resnet18",
+                         alpha: float = 0.8) -> dict[str, list[str]]:
+    """A binary study with one attribute ``young`` whose EOD is planted exactly.
+
+    Group 0 has TPR 0.9 and FPR 0.1; group 1 TPR 0.9 - gap and FPR 0.1 + gap / 2, so that
+    EOD = gap and DPD = gap / 4 (``per_cell`` samples per (group, label)). ``gap`` maps
+    ``"teacher"``, ``"nds"`` and each DS temperature (a float) to a gap; seed s adds
+    0.004 * s (so seeds differ). Returns ``{role: [run_id, ...]}``."""
+    label = np.tile(np.repeat([0, 1], per_cell), 2)
+    young = np.repeat([0, 1], 2 * per_cell)
+    made: dict[str, list[str]] = {"teacher": [], "nds": [], "ds": []}
+    for s in seeds:
+        specs = [("teacher", make_spec(dataset, "teacher", teacher_arch, s), gap["teacher"]),
+                 ("nds", make_spec(dataset, "nds", student_arch, s), gap["nds"])]
+        specs += [("ds", make_spec(dataset, "ds", student_arch, s, teacher_arch=teacher_arch,
+                                   temperature=t, alpha=alpha), g)
+                  for t, g in gap.items() if isinstance(t, float)]
+        for role, spec, g in specs:
+            g = g + 0.004 * s
+            pred = preds_for_rates(label, young, [0.9, 0.9 - g], [0.1, 0.1 + g / 2])
+            made[role].append(write_run(store, spec, label, pred, attributes={"young": young}))
+    return made

@@ -26,7 +26,7 @@ CLASS_TEST_COLUMNS = ["dataset", "teacher_arch", "student_arch", "temperature", 
                       "ds_norm_acc_mean", "ref_norm_acc_mean"]
 FAIRNESS_COLUMNS = ["dataset", "role", "arch", "teacher_arch", "temperature", "alpha",
                     "attribute", "n_seeds", "acc_mean", "acc_std", "dpd_mean", "dpd_std",
-                    "eod_mean", "eod_std"]
+                    "eod_mean", "eod_std", "dpd_ci95_halfwidth", "eod_ci95_halfwidth"]
 
 PLANTED = [0.78] * 10
 PLANTED[3] = 0.45  # DS at T=2 loses class 3
@@ -193,6 +193,7 @@ def test_wandb_offline_logs_one_analysis_run(tmp_path, ray_local, monkeypatch):
     assert len(runs) == 1
     assert list(runs[0].glob("files/media/images/figures/*.png"))
     assert list(runs[0].glob("files/media/table/significance*.table.json"))
+    assert list(runs[0].glob("files/media/table/paper_claims*.table.json"))  # the verdicts
 
 
 def test_cli_prints_tables(tmp_path, ray_local, capsys):
