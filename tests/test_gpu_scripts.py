@@ -96,3 +96,19 @@ def test_optimizer_benchmark_times_fused_and_default_steps():
     assert [ln.split()[1:3] for ln in rows] == [["lenet5", "adamw"], ["resnet20", "adamw"],
                                                ["resnet20", "sgd"], ["resnet56", "sgd"]]
     assert all(re.search(r"ratio \d+\.\d\dx$", ln) for ln in rows)
+
+
+@pytest.mark.trains
+def test_trifeature_convergence_prints_every_epoch_and_the_change(tmp_path):
+    import json
+
+    lines = run_script("trifeature_convergence.py", "--roles", "nds", "--image-size", "16",
+                       "--per-combination", "2", "--test-per-combination", "1", "--epochs", "5",
+                       "--data-dir", str(tmp_path)).splitlines()
+    rows = [json.loads(ln) for ln in lines]
+    assert [r["epoch"] for r in rows[:-1]] == [1, 2, 3, 4, 5]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows[:-1])
+    summary = rows[-1]
+    assert summary["final_test_accuracy"] == rows[4]["test_accuracy"]
+    assert summary["change_over_last_20pct_points"] == round(
+        100 * abs(rows[4]["test_accuracy"] - rows[3]["test_accuracy"]), 2)  # epochs 4 -> 5

@@ -37,3 +37,18 @@ def test_quick_smoke_test(tmp_path):
     assert "sweep: 6 ran" in out.stdout and "W&B: offline" in out.stdout
     assert "## trifeature-shape: resnet20 / lenet5, alpha = 0.8" in out.stdout
     assert list((tmp_path / "store" / "wandb" / "wandb").glob("offline-run-*"))
+
+
+def test_trifeature_paper_smoke_test(tmp_path):
+    """The Trifeature reproduction's whole path: its sweep, the analysis, the paper beside it."""
+    out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "trifeature_paper.py"),
+                          "--smoke-test", "--store", str(tmp_path / "store"),
+                          "--wandb-mode", "disabled"],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "sweep: 6 ran, 0 skipped" in out.stdout  # shape only, unless --datasets says more
+    assert "## trifeature-shape: resnet20 / lenet5, alpha = 0.8" in out.stdout
+    assert "trifeature-texture" not in out.stdout.split("## Beside the paper")[0]
+    assert "## Beside the paper (paper_comparison.md)" in out.stdout
+    assert (tmp_path / "store" / "analysis" / "paper_comparison.md").exists()
+

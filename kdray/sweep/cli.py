@@ -84,11 +84,16 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
 
 
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
-               description: str = "", default_store: str = "./results") -> int:
-    """Parse flags, plan, run the sweep, run the analysis; returns the exit code."""
+               description: str = "", default_store: str = "./results",
+               default_datasets: Sequence[str] | None = None) -> int:
+    """Parse flags, plan, run the sweep, run the analysis; returns the exit code.
+    ``default_datasets``: the datasets it runs when ``--datasets`` is not given (default: all
+    of ``experiments``'); the others run when named."""
     from kdray.sweep.driver import run_plan
 
     args = parser(description, default_store).parse_args(argv)
+    if args.datasets is None and default_datasets:
+        args.datasets = list(default_datasets)
     try:
         check_flags(args)  # every flag, before any work (and before Ray starts)
         exps, options = from_flags(args, experiments, default_store)
