@@ -3,8 +3,8 @@
 Shared by the sweep (``kdray/sweep/``), ``python -m kdray.trial`` and the analysis
 (``analysis/``), which imports nothing else of the sweep side.
 
-Ray (:func:`init_ray`), as a researcher expects: the running cluster if there is one, else a
-local Ray.
+Ray (:func:`init_ray`), as a researcher expects: the running cluster if there is one
+(:func:`join_cluster`, which the sweep's checks before any work use alone), else a local Ray.
 
 - Ray already initialised in this process (a test, a sweep script calling the analysis):
   reuse it.
@@ -32,9 +32,11 @@ MODES = ("online", "offline", "disabled")
 SSM_ENV = "KDRAY_WANDB_KEY_SSM"
 
 
-def init_ray() -> str:
-    """Make sure Ray is initialised; returns ``"existing"``, ``"cluster"`` or ``"local"``.
-    Trials' output stays in Ray's logs (``log_to_driver=False``)."""
+def join_cluster() -> str | None:
+    """Join the Ray this process would use, if it runs already: ``"existing"`` (initialised
+    here), ``"cluster"`` (``RAY_ADDRESS``, or a cluster running on this machine), or None when
+    there is none (and no Ray was started). Trials' output stays in Ray's logs
+    (``log_to_driver=False``)."""
     import ray
 
     if ray.is_initialized():
@@ -46,8 +48,19 @@ def init_ray() -> str:
         ray.init(address="auto", log_to_driver=False)
         return "cluster"
     except ConnectionError:
-        ray.init(include_dashboard=False, log_to_driver=False)
-        return "local"
+        return None
+
+
+def init_ray() -> str:
+    """Make sure Ray is initialised; returns ``"existing"``, ``"cluster"`` or ``"local"``
+    (a local Ray started here when :func:`join_cluster` found none)."""
+    import ray
+
+    where = join_cluster()
+    if where is not None:
+        return where
+    ray.init(include_dashboard=False, log_to_driver=False)
+    return "local"
 
 
 def key_from_ssm() -> bool:

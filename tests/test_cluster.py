@@ -54,9 +54,12 @@ def aws_node_types() -> dict:
 ])
 def test_each_trial_asks_for_the_node_kind_it_needs(arch, teacher, dataset, want):
     assert trial_resources(arch, teacher, dataset) == want
-    assert trial_resources(arch, teacher, dataset, use_gpu=False) == {"cpu": want["cpu"]}
+    # without a GPU (a smoke test): the same node kind, no GPU, so it is placed as the real
+    # trial would be and never given a GPU that CUDA cannot use
+    cpu_only = {k: v for k, v in want.items() if k != "gpu"}
+    assert trial_resources(arch, teacher, dataset, use_gpu=False) == cpu_only
     assert trial_resources(arch, teacher, dataset, use_gpu=False, max_cpus=2) == \
-        {"cpu": min(2, want["cpu"])}
+        {**cpu_only, "cpu": min(2, want["cpu"])}
 
 
 def test_every_trial_of_the_paper_fits_only_the_node_type_of_its_kind():
@@ -311,7 +314,7 @@ def test_cluster_config_permissions_image_and_per_node_type_setup():
         assert t["docker"]["worker_run_options"] == ["-v /opt/dlami/nvme/kdray-data:/home/ray/data"]
         assert ("imagenet" in init) == (name == "gpu_large"), name  # ImageNet only where it runs
         assert t["worker_setup_commands"] == ["pip install --quiet --no-deps --no-build-isolation "
-                                              "-e /home/ray/kdray"]  # nothing downloaded
+                                              "-e /home/ray/src/kdray"]  # nothing downloaded
         kind = {"gpu_small", "gpu_large"} & set(t["resources"])
         assert kind == {name} and t["resources"][name] == t["resources"]["GPU"]
     assert "imagenet" not in " ".join(config["initialization_commands"])  # not on the head

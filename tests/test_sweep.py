@@ -149,7 +149,7 @@ def test_resources_per_architecture():
     assert resources_of(spec) == {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}  # a small node
     ds = expand([EXP]).ds[0]  # LeNet-5 alone asks for 1/8 GPU; with its ResNet-20 teacher, 1/4
     assert resources_of(ds) == {"cpu": 1, "gpu": 0.25, "gpu_small": 0.25}
-    assert resources_of(spec, use_gpu=False) == {"cpu": 1}
+    assert resources_of(spec, use_gpu=False) == {"cpu": 1, "gpu_small": 0.25}  # no GPU, same kind
     assert resources_of(spec, parse_resource_overrides(["resnet20=cpu:2,gpu:0.5"])) == \
         {"cpu": 2, "gpu": 0.5, "gpu_small": 0.25}
     with pytest.raises(ValueError, match="--resources: 'resnet99=cpu:1'"):

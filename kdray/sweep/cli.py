@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from kdray.store import Store
+from kdray.sweep import preflight
 from kdray.sweep.flags import check_flags
 from kdray.sweep.grid import Experiment, expand, narrow, parse_cohort_sizes
 from kdray.sweep.options import SweepOptions
@@ -27,6 +28,10 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--store", default=default_store,
                    help="results store: a local path or s3://bucket/prefix")
+    p.add_argument("--shared-store", action="store_true",
+                   help="the local --store path is on storage that every node of the Ray "
+                        "cluster mounts at that path (NFS, ...); without it a local store is "
+                        "refused on a cluster of more than one node (kdray/sweep/preflight.py)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (per experiment and stage: runs, complete, to run, "
                         "GPU-hours) and write it to --plan; train nothing")
@@ -100,6 +105,8 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         plan = expand(exps)  # Experiments -> RunSpecs, once
         store = Store(args.store)
         options = replace(options, wandb=_wandb(args, store))
+        if not args.dry_run:  # the cluster's workers joined; a store every node reaches
+            preflight.check(store, options)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -142,7 +149,8 @@ def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
                            max_failures=args.max_failures, max_concurrent=args.max_concurrent,
                            data_dir=os.path.abspath(args.data_dir) if args.data_dir else None,
                            use_gpu=False if args.smoke_test else None,
-                           progress_interval=args.progress_interval)
+                           progress_interval=args.progress_interval,
+                           shared_store=args.shared_store)
     return exps, options
 
 

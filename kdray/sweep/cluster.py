@@ -1,9 +1,10 @@
 """Where trials run: what each trial asks of the cluster, and the cluster a sweep joined.
 
 The table. :data:`RESOURCES` is the Ray request of one trial per architecture: CPUs, a GPU
-share, and the *node kind* it needs as a custom resource. Every GPU node type of
-``cluster/aws.yaml`` carries a custom resource naming its kind, as many units as it has GPUs
-(``gpu_small: 1`` on a ``g5.2xlarge``, ``gpu_large: 8`` on a ``p4d.24xlarge``), and every
+share, and the *node kind* it needs as a custom resource. Every GPU node carries a custom
+resource naming its kind, as many units as it has GPUs (``gpu_small: 1`` on a
+``g5.2xlarge``, ``gpu_large: 8`` on a ``p4d.24xlarge``), decided from its GPUs by one rule
+(``kdray/sweep/node_kind.py``) on AWS and on a lab's own machines alike, and every
 request names the kind it needs with the same fraction as its GPU share (``resnet20``:
 ``{cpu: 1, gpu: 0.25, gpu_small: 0.25}``, four per small node's GPU; ``resnet50``:
 ``{cpu: 8, gpu: 1, gpu_large: 1}``). :data:`DATASET_NODE_KINDS` names the datasets that need
@@ -14,8 +15,9 @@ Placement by need (:func:`trial_resources`): a DS trial asks for the larger of i
 and its teacher's request, kind included, and the largest kind its dataset needs. So
 ImageNet-size trials and their DS runs only land on the large nodes, CIFAR-size trials pack
 several per GPU on the small ones. :func:`placement` looks at the cluster the sweep joined
-(``kdray/connect.py`` joins it): CPU-only requests when it has no GPU, no node kinds when its
-nodes carry none (a workstation), and no request above its largest node on a local Ray.
+(``kdray/connect.py`` joins it): no GPU in the requests when it has none, no node kinds when
+its nodes carry none (a workstation, a laptop's local Ray), and no request above its largest
+node on a local Ray.
 """
 
 from __future__ import annotations
@@ -89,7 +91,14 @@ def trial_resources(arch: str, teacher_arch: str | None = None, dataset: str | N
     The node kind is the largest one the student, the teacher or the dataset needs, in the
     table's amount (the larger of student's and teacher's). An override that names a node
     kind decides the kind instead (``KIND:0`` alone removes it); ``gpu:0`` keeps the kind.
-    Without GPUs (``use_gpu=False``) the request is CPUs only, at most ``max_cpus``.
+    Without GPUs (``use_gpu=False``: a smoke test, a cluster without GPUs) the request drops
+    the GPU and keeps the node kind, with CPUs at most ``max_cpus``: the trial still lands on
+    a node of the kind it needs, as the real run's would (data staged for that kind, the
+    autoscaler starting that node type), and Ray gives it no GPU, so it trains on the CPU
+    there instead of failing on a node where CUDA is not usable
+    (``kdray.sweep.runtime.require_cuda``). Where no node carries a kind (a workstation, a
+    laptop's local Ray), :func:`placement` removes the kinds (:func:`without_node_kinds`),
+    as a request naming one could never be placed.
     """
     student = resources_of_arch(arch)
     teacher = resources_of_arch(teacher_arch) if teacher_arch else {}  # a DS trial runs it too
@@ -108,7 +117,7 @@ def trial_resources(arch: str, teacher_arch: str | None = None, dataset: str | N
     if kind is not None:
         res[kind] = amount
     if not use_gpu:
-        res = {k: v for k, v in res.items() if k != "gpu" and k not in NODE_KINDS}
+        res.pop("gpu", None)
     if max_cpus:
         res["cpu"] = min(res.get("cpu", 1), max_cpus)
     return {k: v for k, v in res.items() if v}
@@ -118,8 +127,8 @@ def resources_of(spec, overrides: Mapping[str, Mapping[str, float]] | None = Non
                  use_gpu: bool = True, max_cpus: float | None = None) -> dict[str, float]:
     """Ray resources of one trial of ``spec`` (a RunSpec; a cohort's first): the arch's
     request (for a DS run, the larger of its and its teacher's), with the node kind it needs
-    (:func:`trial_resources`), then ``overrides[arch]``; without GPUs only CPUs, at most
-    ``max_cpus`` (a local Ray's size)."""
+    (:func:`trial_resources`), then ``overrides[arch]``; without GPUs no GPU, the node kind
+    kept, CPUs at most ``max_cpus`` (a local Ray's size)."""
     return trial_resources(spec.arch, spec.teacher_arch if spec.role == "ds" else None,
                            spec.dataset, overrides, use_gpu, max_cpus)
 
@@ -187,7 +196,7 @@ def placement(where: str, use_gpu: bool | None,
     ``"cluster"`` or ``"existing"``, from ``kdray.connect.init_ray``); ``use_gpu`` None: GPUs
     when the cluster has (or can start) any."""
     gpu = cluster_has_gpu() if use_gpu is None else use_gpu
-    if gpu and not available_node_kinds():  # e.g. a workstation: no node carries a kind
+    if not available_node_kinds():  # e.g. a workstation: no node carries a kind
         overrides = without_node_kinds(overrides)
     return Placement(gpu, overrides, largest_node_cpus() if where == "local" else None)
 
@@ -219,15 +228,20 @@ def largest_node_cpus() -> float:
     return max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
 
 
-def _launcher_node_types() -> dict[str, dict[str, Any]]:
-    """``available_node_types`` of the launcher config on this head node ({} elsewhere)."""
+def launcher_config() -> dict[str, Any]:
+    """The cluster launcher's config on this head node, as Ray prepared it ({} elsewhere)."""
     import yaml
 
     path = launcher_config_path()
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return (yaml.safe_load(f) or {}).get("available_node_types", {}) or {}
+        return yaml.safe_load(f) or {}
+
+
+def _launcher_node_types() -> dict[str, dict[str, Any]]:
+    """``available_node_types`` of the launcher config on this head node ({} elsewhere)."""
+    return launcher_config().get("available_node_types", {}) or {}
 
 
 def available_node_kinds() -> set[str]:

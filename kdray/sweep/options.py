@@ -33,6 +33,9 @@ class SweepOptions:
         (``--smoke-test``).
     progress_interval : seconds between progress lines when stdout is not a terminal
         (``--progress-interval``; default ``$KDRAY_PROGRESS_INTERVAL``, else 30).
+    shared_store : the local store's path is on storage that every node of the cluster
+        mounts at that path (``--shared-store``); without it a local store is refused on a
+        cluster of more than one node (``kdray/sweep/preflight.py``).
     """
 
     wandb: WandbConfig = field(default_factory=lambda: WandbConfig(mode="disabled"))
@@ -44,3 +47,4 @@ class SweepOptions:
     data_dir: str | None = None
     use_gpu: bool | None = None
     progress_interval: float | None = None
+    shared_store: bool = False
