@@ -54,14 +54,20 @@ def test_no_launcher_config_mounts_the_project_beside_the_script(tmp_path):
     empty namespace package ahead of the installed one (its submodules still load through
     the editable install, but ``kdray.__file__`` and ``kdray.__version__``, which
     ``kdray.trial.provenance.code_version`` reads for every run.json, are gone), as this
-    shows; so neither
-    config mounts the project there."""
+    shows; so neither config mounts the project there. Both configs install the project
+    editable (``pip install -e``), where this happens; a regular install (as CI's) is a
+    regular package on the path, which wins over a namespace folder; the probe tells which it has."""
     home = tmp_path / "home"
     (home / "kdray").mkdir(parents=True)  # what a mount at ~/kdray puts beside the script
-    (home / "probe.py").write_text("import kdray.sweep.cli, kdray\n"
-                                   "print(kdray.__file__, hasattr(kdray, '__version__'))\n")
+    (home / "probe.py").write_text(
+        "import importlib.machinery, sys\n"
+        "regular = importlib.machinery.PathFinder.find_spec('kdray', sys.path[1:])\n"
+        "import kdray.sweep.cli, kdray\n"
+        "print(kdray.__file__, hasattr(kdray, '__version__'), bool(regular and regular.origin))\n")
     out = run(home / "probe.py", home)
-    assert out.returncode == 0 and out.stdout.split() == ["None", "False"], out.stderr
+    assert out.returncode == 0, out.stderr
+    *seen, regular = out.stdout.split()
+    assert seen[1] == regular and (seen[0] == "None") == (regular == "False"), seen
     for config, home in (("aws.yaml", "/home/ray"), ("onprem.yaml", "~")):
         mounts = yaml.safe_load((ROOT / "cluster" / config).read_text())["file_mounts"]
         (target,) = [t for t, src in mounts.items() if src == "."]
