@@ -153,9 +153,9 @@ def _wandb(args: argparse.Namespace, store: Store):
 
 def dry_run(plan, store: Store, cohort_sizes, path: str) -> int:
     """Print the plan and write it to ``path`` (``--plan``); train nothing."""
-    from kdray.sweep.plan import format_plan, plan_json
+    from kdray.sweep.plan import format_plan, plan_json, plan_statuses
 
-    status = store.statuses([s.run_id for s in plan.all])
+    status = plan_statuses(store, plan)  # teachers' weights verified, as the sweep does
     print(format_plan(plan, status, cohort_sizes))
     with open(path, "w") as f:
         json.dump(plan_json(plan, status, cohort_sizes), f, indent=1)

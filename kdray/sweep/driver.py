@@ -3,9 +3,10 @@
 ``run_plan(plan, store, options)`` (``run_sweep(experiments, store, ...)`` expands the grid
 first, ``kdray/sweep/grid.py``):
 
-1. checks the store: every complete run (run.json present, checksum matching) is skipped; a
-   teacher that pending DS runs will read is verified against its run.json's
-   ``model_sha256``, and trained again first when its weights no longer match;
+1. checks the store: every complete run (run.json present and well formed, checksum
+   matching) is skipped; every teacher's weights are verified too, whether or not a student
+   needs them now (``kdray.sweep.plan.plan_statuses``); a damaged run is listed as trained
+   again;
 2. stages the downloadable datasets into ``{store}/datasets`` once, from here; every node
    reads them there (``kdray.data.fetch.stage_datasets``);
 3. joins Ray (``kdray/connect.py``) and places trials by need (``kdray/sweep/cluster.py``);
@@ -45,6 +46,7 @@ from kdray.sweep.checkpoints import earlier_checkpoints
 from kdray.sweep.cluster import Placement, placement
 from kdray.sweep.grid import Experiment, Plan, cohorts, expand
 from kdray.sweep.options import SweepOptions
+from kdray.sweep.plan import plan_statuses
 from kdray.sweep.progress import StageProgress, quiet_ray_hints
 from kdray.sweep.retries import RetryPolicy
 from kdray.tracking import tune_callback
@@ -56,6 +58,7 @@ class SweepReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
     not_launched: dict[str, str] = field(default_factory=dict)  # run_id -> why
+    trained_again: dict[str, str] = field(default_factory=dict)  # run_id -> what was wrong
     seconds: float = 0.0
 
     @property
@@ -70,6 +73,8 @@ class SweepReport:
         lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
                  f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
                  f"{self.seconds:.0f}s"]
+        for run_id, why in sorted(self.trained_again.items()):
+            lines.append(f"  TRAINED AGAIN {run_id}: {why}")
         for run_id in sorted(self.ran)[:max_listed]:
             lines.append(f"  ran {run_id}")
         if len(self.ran) > max_listed:
@@ -105,8 +110,12 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
     """Run every missing run of ``plan`` (``kdray.sweep.grid.expand``'s) on Ray Tune."""
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
-    status = _statuses(plan, store)
+    status = plan_statuses(store, plan)  # every teacher's weights verified too
     report = SweepReport(skipped=[r for r, st in status.items() if st.complete])
+    for run_id, st in status.items():
+        if not st.complete and st.reason != "missing":
+            report.trained_again[run_id] = st.reason
+            print(f"  {run_id}: trained again ({st.reason})")
     stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
     pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
     print(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
@@ -127,18 +136,6 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
             report.add(_run_stage("stage2", stage2, store, plan, options, place))
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _statuses(plan: Plan, store: Store) -> dict[str, RunStatus]:
-    """Every run's status; the teachers that pending DS runs will read are checked against
-    their weights too, or trained again first (no student is distilled from damaged weights)."""
-    status = store.statuses([s.run_id for s in plan.all])
-    needed = sorted({s.teacher_spec().run_id for s in plan.stage2 if not status[s.run_id].complete})
-    status.update(store.statuses(needed, verify_model=needed))
-    for run_id in needed:
-        if not status[run_id].complete and status[run_id].reason != "missing":
-            print(f"  {run_id}: trained again ({status[run_id].reason})")
-    return status
 
 
 def _launchable(pending: list[RunSpec], status: dict[str, RunStatus],

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from kdray import trial
-from kdray.checks import expected, valid
+from kdray.checks import expected, json_type, valid
 from kdray.spec import RunSpec
 from kdray.store import Store
 from kdray.training.loop import Trainer, check_cohort
@@ -100,39 +100,55 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _base_dicts(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _base_dicts(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(where the fields came from, the fields) of each run the flags name."""
     if args.spec:
-        out = []
-        for path in args.spec:
-            d = json.loads(Path(path).read_text())
-            out.append(dict(d.get("spec", d)))  # a run.json works too
-        return out
+        return [(f"--spec {path}", spec_fields(path)) for path in args.spec]
     missing = [f"--{k.replace('_', '-')}" for k in ("dataset", "role", "arch")
                if getattr(args, k) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)}: required unless --spec FILE is given")
-    return [{"dataset": args.dataset, "role": args.role, "arch": args.arch}]
+    return [("flags", {"dataset": args.dataset, "role": args.role, "arch": args.arch})]
+
+
+def spec_fields(path: str) -> dict[str, Any]:
+    """The RunSpec fields of a ``--spec`` file: a RunSpec object or a run.json (its ``spec``);
+    a ``ValueError`` naming the file for anything else (not JSON, a list, ``null``, ...)."""
+    try:
+        d = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--spec {path}: not a readable JSON file ({e})") from None
+    d = d["spec"] if isinstance(d, dict) and "spec" in d else d  # a run.json works too
+    if not isinstance(d, dict):
+        raise ValueError(f"--spec {path}: {json_type(d)}, expected a RunSpec object "
+                         f"(or a run.json with one under 'spec')")
+    return d
 
 
 def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
     """The runs the flags name: each ``--spec`` file, or the flags' spec; several
     ``--temperature``/``--alpha`` values make one DS run per combination (a cohort)."""
     specs = []
-    for d in _base_dicts(args):
+    for where, d in _base_dicts(args):
         for key in ("teacher_arch", "epochs", "batch_size", "lr", "seed"):
             value = getattr(args, key)
             if value is not None:
                 d[key] = value
-        options = dict(d.get("data") or {})
+        if args.data:
+            if not isinstance(d.get("data") or {}, dict):
+                raise ValueError(f"{where}: data is {json_type(d['data'])}, expected an object")
+            d["data"] = dict(d.get("data") or {})
         for item in args.data or []:
             if "=" not in item:
                 raise ValueError(f"--data: {item!r} is not KEY=VALUE")
             key, value = item.split("=", 1)
-            options[key] = _parse_value(value)
-        d["data"] = options
+            d["data"][key] = _parse_value(value)
         for t in args.temperature or [d.get("temperature")]:
             for a in args.alpha or [d.get("alpha")]:
-                specs.append(RunSpec.from_dict({**d, "temperature": t, "alpha": a}))
+                try:
+                    specs.append(RunSpec.from_dict({**d, "temperature": t, "alpha": a}))
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
     check_cohort(specs)
     return specs
 
