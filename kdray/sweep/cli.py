@@ -143,8 +143,8 @@ def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
 
 def _wandb(args: argparse.Namespace, store: Store):
     """The W&B settings of the flags (``--wandb-mode``, else ``$WANDB_MODE``, else by API key)."""
-    from kdray.connect import resolve_mode
-    from kdray.tracking import WandbConfig, default_dir
+    from kdray.connect import default_dir, resolve_mode
+    from kdray.tracking import WandbConfig
 
     return WandbConfig(mode=resolve_mode(args.wandb_mode), project=args.wandb_project,
                        entity=args.wandb_entity,
@@ -178,7 +178,7 @@ def analyse(store: Store, level: float, wandb, cached: bool) -> int:
         return 0
     try:
         result = analysis.run(store.uri, level=level, wandb_mode=wandb.mode,
-                              wandb_project=wandb.project)
+                              wandb_project=wandb.project, wandb_dir=wandb.dir)
     except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
         print(f"analysis: error: {e}", file=sys.stderr)
         return 1

@@ -21,9 +21,9 @@ first, ``kdray/sweep/grid.py``):
    node resumes from its last checkpoint however often that happens, one failing by its own
    error gets ``max_failures`` retries (``kdray/sweep/retries.py``). Tune's experiment state
    lives under ``{store}/tune/``;
-6. W&B: one run per *run* (each student of a cohort has its own), created on the driver's
-   node by one logging actor (``kdray.tracking.tune_callback``), so only the head needs
-   an API key; named by run_id, grouped by dataset and pair;
+6. W&B: one run per *run* (each student of a cohort has its own), created in the driver
+   process by one thread (``kdray.tracking.tune_callback``), so only the head needs an API
+   key and the key is passed to nothing; named by run_id, grouped by dataset and pair;
 7. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
    error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
 """

@@ -156,8 +156,8 @@ def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m kdray.trial``: check the flags, train the cohort, print each run's result;
     each run logs to its own W&B run (``kdray.tracking.Tracker``)."""
-    from kdray.connect import resolve_mode
-    from kdray.tracking import Tracker, WandbConfig, default_dir
+    from kdray.connect import default_dir, resolve_mode
+    from kdray.tracking import Tracker, WandbConfig
     from kdray.training import gpu
 
     args = parser().parse_args(argv)
