@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from analysis.job import Options, print_tables, run
+    from kdray.store_check import check_store
 
     try:
         options = Options(level=args.level, normalisation=args.normalisation,
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                           fairness_backend=args.fairness_backend, figures=not args.no_figures,
                           progress=sys.stderr.isatty() if args.progress is None
                           else args.progress)
+        check_store(args.store, write=False)  # one line, quickly, for an unusable store
         result = run(args.store, args.out, options)
     except (ValueError, FileNotFoundError) as e:
         print(f"analysis: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 A sweep script names its experiments and calls ``sweep_main``; this module gives it the
 common flags (``--store``, ``--dry-run``, ``--smoke-test``, axis filters and overrides, W&B,
-resources), runs the two stages on Ray Tune, then the analysis job on the store, prints the
-tables, and exits non-zero if any run failed or was not launched.
+resources), checks them and the store (``kdray/store_check.py``) before any work, runs the
+two stages on Ray Tune, then the analysis job on the store (unless another driver still
+trains some of its runs), prints the tables, and exits non-zero if any run failed or was not
+launched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from kdray.store import Store
+from kdray.store_check import check_store
 from kdray.sweep.flags import check_flags
 from kdray.sweep.grid import Experiment, expand, narrow, parse_cohort_sizes
 from kdray.sweep.options import SweepOptions
@@ -93,7 +96,7 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         check_flags(args)  # every flag, before any work (and before Ray starts)
         exps, options = from_flags(args, experiments, default_store)
         plan = expand(exps)  # Experiments -> RunSpecs, once
-        store = Store(args.store)
+        store = check_store(args.store, write=not args.dry_run)  # before any work
         options = replace(options, wandb=_wandb(args, store))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -105,6 +108,10 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     print(report.format(), flush=True)
     code = 0 if report.ok else 1
     if args.no_analysis:
+        return code
+    if report.running_elsewhere:
+        print(f"analysis: not run; {len(report.running_elsewhere)} run(s) are being trained by "
+              f"another driver, whose sweep runs the analysis when it ends")
         return code
     return analyse(store, args.level, options.wandb, cached=not report.ran) or code
 

@@ -1,9 +1,11 @@
 """``python -m kdray.trial``: train one run or one cohort without Ray, from flags or spec files.
 
 Every flag is checked before any work (a flag that sets a RunSpec field by that field's rule,
-``kdray/checks.py``); several ``--temperature``/``--alpha`` values (or several ``--spec`` files)
-make a cohort sharing one teacher forward per batch. Each run logs to its own W&B run
-through the trial's epoch callback (``kdray.tracking.Tracker``).
+``kdray/checks.py``; ``--store`` by ``kdray/store_check.py``), and each run is leased while
+it trains (``kdray/lease.py``): a run another live driver trains is refused. Several
+``--temperature``/``--alpha`` values (or several ``--spec`` files) make a cohort sharing one
+teacher forward per batch. Each run logs to its own W&B run through the trial's epoch
+callback (``kdray.tracking.Tracker``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import torch
 
 from kdray import trial
 from kdray.checks import expected, json_type, valid
+from kdray.lease import RunningElsewhere, leased
 from kdray.spec import RunSpec
 from kdray.store import Store
+from kdray.store_check import check_store
 from kdray.training.loop import Trainer, check_cohort
 from kdray.trial.steps import CohortResult, TeacherMissingError, check_teacher
 
@@ -154,17 +158,16 @@ def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kdray.trial``: check the flags, train the cohort, print each run's result;
-    each run logs to its own W&B run (``kdray.tracking.Tracker``)."""
-    from kdray.connect import default_dir, resolve_mode
-    from kdray.tracking import Tracker, WandbConfig
-    from kdray.training import gpu
+    """``python -m kdray.trial``: check the flags and the store, lease the runs, train the
+    cohort, print each run's result; each run logs to its own W&B run
+    (``kdray.tracking.Tracker``)."""
+    from kdray.connect import resolve_mode
 
     args = parser().parse_args(argv)
     try:
         check_flags(args)  # every flag, before any work
         specs = specs_from_args(args)
-        store = Store(args.store)
+        store = check_store(args.store)  # before any work
         mode = resolve_mode(args.wandb_mode)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -173,9 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec.run_id}: training on {store}", flush=True)
     try:
         check_teacher(specs[0], store)
-    except TeacherMissingError as e:
+        with leased(store, [s.run_id for s in specs]):  # one trainer per run (kdray/lease.py)
+            result, trackers = _train(specs, store, args, mode)
+    except (TeacherMissingError, RunningElsewhere) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return _report(result, trackers, store)
+
+
+def _train(specs: list[RunSpec], store: Store, args: argparse.Namespace,
+           mode: str) -> tuple[CohortResult, dict]:
+    """Train the cohort, each run logging to its W&B run; returns the result and the runs'
+    trackers (closed with exit code 1 when training raised)."""
+    from kdray.connect import default_dir
+    from kdray.tracking import Tracker, WandbConfig
+    from kdray.training import gpu
+
     gpu.prepare_process(deterministic=any(s.deterministic for s in specs))  # before CUDA
     wandb = WandbConfig(mode=mode, project=args.wandb_project, dir=default_dir(store))
     trackers = {s.run_id: Tracker(s, wandb) for s in specs}
@@ -188,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         for tracker in trackers.values():
             tracker.finish(exit_code=1)
         raise
-    return _report(result, trackers, store)
+    return result, trackers
 
 
 def _show(trackers: dict, epochs: int, trainer: Trainer,
