@@ -25,6 +25,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_environment(**values: str) -> dict[str, str]:
+    """The environment of a sweep driver a test starts as a subprocess: this process's, with
+    ``values``, less ``$WANDB_SERVICE``. wandb puts that variable into the environment of a
+    process that has made a run, and a child that inherits it makes its runs in the parent's
+    W&B service; a child killed there leaves them open in the parent, whose next run of the
+    same id then fails ("run ID ... is in use", seen with wandb 0.31 when a killed driver's
+    runs shared their ids with a later test's)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, **values}
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a connection (a download) fails the test."""

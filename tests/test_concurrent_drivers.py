@@ -10,7 +10,7 @@ import textwrap
 import pyarrow.fs as pafs
 import pytest
 
-from conftest import STABLE_LR, TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE, child_environment
 from kdray.sweep.grid import Experiment, expand
 from kdray.store import Store
 from wandb_records import offline_runs
@@ -39,7 +39,8 @@ def test_two_drivers_train_every_run_once(kind, tmp_path, data_root, request):
         [sys.executable, str(script), ",".join(map(str, seeds)), "--store", uri,
          "--data-dir", data_root, "--no-analysis", "--wandb-mode", "offline",
          "--wandb-dir", str(tmp_path / f"wandb{i}"), "--progress-interval", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i, seeds in enumerate(SEEDS)]
+        env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i, seeds in enumerate(SEEDS)]
     outs = [d.communicate(timeout=1500) for d in drivers]
     for d, (out, err) in zip(drivers, outs):
         assert d.returncode == 0, out[-3000:] + err[-3000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STABLE_LR, TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE, child_environment
 from wandb_records import offline_runs
 
 SECRET = "sentinel-wandb-key-0123456789abcdef"
@@ -36,8 +36,8 @@ def test_the_wandb_key_reaches_no_file_and_no_log(data_root):
                              data={TINY_TRIFEATURE!r})
             sys.exit(sweep_main([exp]))
         """))
-        env = {**os.environ, "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
-               "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline", "RAY_ADDRESS": "local"}
+        env = child_environment(HOME=str(root / "home"), TMPDIR=str(root / "tmp"),
+                                WANDB_API_KEY=SECRET, WANDB_MODE="offline", RAY_ADDRESS="local")
         out = subprocess.run([sys.executable, str(script), "--store", str(root / "store"),
                               "--data-dir", data_root, "--progress-interval", "1"],
                              cwd=root, env=env, capture_output=True, text=True, timeout=1200)

@@ -14,13 +14,13 @@ import time
 import pytest
 
 import faults
-from conftest import STABLE_LR, TINY_TRIFEATURE
+from conftest import STABLE_LR, TINY_TRIFEATURE, child_environment
 from kdray.store import Store
 from kdray.sweep.checkpoints import Cadence
 from kdray.sweep.driver import run_sweep
 from kdray.sweep.grid import Experiment, expand
 from kdray.tracking import SUPERSEDED, WandbConfig, wandb_id
-from wandb_records import records
+from wandb_records import offline_runs, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,), (0.8,), (0,),
@@ -96,7 +96,7 @@ def test_a_killed_driver_leaves_one_folder_per_run_after_the_rerun(ray_local, da
         sys.exit(sweep_main([exp]))
     """))
     markers, wandb = tmp_path / "markers", WandbConfig(mode="offline", dir=str(tmp_path / "wandb"))
-    env = {**os.environ, **faults.environment(f"1:{markers}:pause"), "RAY_ADDRESS": "local"}
+    env = child_environment(**faults.environment(f"1:{markers}:pause"), RAY_ADDRESS="local")
     driver = subprocess.Popen(
         [sys.executable, str(script), "--store", str(tmp_path / "store"), "--data-dir", data_root,
          "--wandb-mode", "offline", "--wandb-dir", wandb.dir, "--no-analysis",
@@ -120,4 +120,5 @@ def test_a_killed_driver_leaves_one_folder_per_run_after_the_rerun(ray_local, da
     superseded = os.listdir(os.path.join(wandb.dir, "wandb", SUPERSEDED))
     for spec in PLAN.all:
         assert len(offline_folders(wandb.dir, spec.run_id)) == 1, spec.run_id
+    assert set(offline_runs(wandb.dir)) == {s.run_id for s in PLAN.all}  # each one a W&B run
     assert sorted(superseded) == sorted(os.path.basename(f) for fs in killed.values() for f in fs)
