@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="W&B mode (default: $WANDB_MODE, else offline without WANDB_API_KEY, "
                         "else online)")
     p.add_argument("--wandb-project", default="kdray", help="W&B project (default kdray)")
+    p.add_argument("--wandb-dir", default=None,
+                   help="where W&B writes the analysis run (default: $WANDB_DIR, else where a "
+                        "sweep writes its runs, {store}/wandb for a local store, ./wandb "
+                        "otherwise)")
     p.add_argument("--fairness-backend", choices=("fairlearn", "numpy"), default="fairlearn",
                    help="compute group rates with fairlearn MetricFrame (default) or numpy bincount")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -40,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from analysis.job import Options, print_tables, run
+    from kdray.store_check import check_store
 
     try:
         options = Options(level=args.level, normalisation=args.normalisation,
                           wandb_mode=args.wandb_mode, wandb_project=args.wandb_project,
+                          wandb_dir=args.wandb_dir and os.path.abspath(args.wandb_dir),
                           fairness_backend=args.fairness_backend, figures=not args.no_figures,
                           progress=sys.stderr.isatty() if args.progress is None
                           else args.progress)
+        check_store(args.store, write=False)  # one line, quickly, for an unusable store
         result = run(args.store, args.out, options)
     except (ValueError, FileNotFoundError) as e:
         print(f"analysis: error: {' '.join(str(e).split())}", file=sys.stderr)

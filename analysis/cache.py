@@ -24,6 +24,8 @@ def unchanged_tables(store_uri: str, out_uri: str | None = None, *, level: float
         tables = folder.store.read_bytes(folder.file(TABLES_MD)).decode()
     except (FileNotFoundError, OSError, ValueError):
         return None
+    if not isinstance(old, dict) or not isinstance(old.get("runs"), dict):
+        return None  # a damaged manifest: analyse again
     if (old.get("level"), old.get("normalisation")) != (level, normalisation):
         return None
     ids = store.list_run_ids()

@@ -17,6 +17,7 @@ Each stage imports only the stages before it; nothing imports this module but th
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ class Options:
     wandb_mode : ``online``, ``offline`` or ``disabled``; default ``$WANDB_MODE``, else
         offline without ``WANDB_API_KEY``, else online.
     wandb_project : the W&B project of the analysis run.
+    wandb_dir : where W&B writes it; default ``$WANDB_DIR``, else where a sweep writes its
+        runs (``kdray.connect.default_dir``: ``{store}/wandb`` for a local store).
     """
 
     level: float = 0.05
@@ -57,6 +60,7 @@ class Options:
     progress: bool = False
     wandb_mode: str | None = None
     wandb_project: str = "kdray"
+    wandb_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATIONS:
@@ -122,7 +126,7 @@ def run(store_uri: str, out_uri: str | None = None, options: Options | None = No
     ValueError : a bad option, no complete runs, or runs of one study evaluated on
         different test samples (or with different attribute values or class names).
     """
-    from kdray.connect import resolve_mode
+    from kdray.connect import default_dir, resolve_mode
 
     t0 = time.perf_counter()
     opts = dataclasses.replace(options or Options(), **overrides)
@@ -143,6 +147,7 @@ def run(store_uri: str, out_uri: str | None = None, options: Options | None = No
     if opts.write:
         pngs = render_all(report.figures)
         result.files = write_report(report, result.tables_md, pngs, folder, result.pages)
-        result.wandb_run_id = log_run(report, pngs, mode, opts.wandb_project)
+        result.wandb_run_id = log_run(report, pngs, mode, opts.wandb_project, opts.wandb_dir
+                                      or os.environ.get("WANDB_DIR") or default_dir(store))
     result.seconds = time.perf_counter() - t0
     return result

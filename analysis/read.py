@@ -14,16 +14,16 @@ only for a run.json without it) and, where the trial recorded them, ``class_name
 name per class index) and ``attribute_values`` (attribute -> the name of each integer value).
 
 A run is skipped, named and counted, never silently dropped, when it has no run.json (not
-finished), an unreadable run.json (including a ``test_accuracy``, ``class_names`` or
-``attribute_values`` of the wrong type) or spec, no predictions.parquet, a checksum mismatch,
-or an unreadable predictions.parquet (not Parquet, missing columns, nulls, duplicate samples).
+finished), an unreadable run.json (not an object, or a field of the wrong type: the store's
+one check, ``kdray.checks.record_problem``, which makes the sweep train the run again) or
+spec (``kdray.checks.spec_problem``), no predictions.parquet, a checksum mismatch, or an
+unreadable predictions.parquet (not Parquet, missing columns, nulls, duplicate samples).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,49 +97,6 @@ def open_store(uri: str) -> Store:
     return store
 
 
-def _spec_problem(spec: Any) -> str | None:
-    """What is wrong with a run.json's spec, by RunSpec's own rules (``kdray/checks.py``) for
-    the fields the analysis reads (``None``: nothing)."""
-    if not isinstance(spec, dict):
-        return "no 'spec' dict"
-    for key in ("dataset", "role", "arch", "seed"):
-        if spec.get(key) is None:
-            return f"spec has no {key!r}"
-    for key in ("role", "seed"):
-        wrong = checks.problem(key, spec[key])
-        if wrong is not None:
-            return f"spec {key} {spec[key]!r} {wrong}"
-    if spec["role"] == "ds":
-        for key in ("teacher_arch", "temperature", "alpha"):
-            if spec.get(key) is None:
-                return f"ds spec has no {key!r}"
-        for key in ("temperature", "alpha"):
-            wrong = checks.problem(key, spec[key])
-            if wrong is not None:
-                return f"spec {key} {spec[key]!r} {wrong}"
-    return None
-
-
-def _record_problem(rec: dict[str, Any]) -> str | None:
-    """What is wrong with the optional fields of a run.json (``None``: nothing)."""
-    acc = rec.get("test_accuracy")
-    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float))
-                            or not (math.isfinite(acc) and 0.0 <= acc <= 1.0)):
-        return f"test_accuracy {acc!r} is not a number in [0, 1]"
-    names = rec.get("class_names")
-    if names is not None and not _strings(names):
-        return "class_names is not a list of strings"
-    values = rec.get("attribute_values")
-    if values is not None and not (isinstance(values, dict)
-                                   and all(_strings(v) for v in values.values())):
-        return "attribute_values is not a dict of lists of strings"
-    return None
-
-
-def _strings(x: Any) -> bool:
-    return isinstance(x, list) and all(isinstance(v, str) for v in x)
-
-
 def read_run_records(store: Store, summary: ReadSummary) -> dict[str, dict[str, Any]]:
     """run_id -> run.json for every run folder with a usable run.json (the rest: skipped)."""
     run_ids = store.list_run_ids()
@@ -152,14 +109,12 @@ def read_run_records(store: Store, summary: ReadSummary) -> dict[str, dict[str, 
             return rid, None, "no run.json (run not finished)", ""
         except (OSError, ValueError) as e:
             return rid, None, "unreadable run.json", f"{type(e).__name__}: {str(e)[:100]}"
-        if not isinstance(rec, dict) or not isinstance(rec.get("predictions_sha256"), str):
-            return rid, None, "unreadable run.json", "no predictions_sha256"
-        problem = _spec_problem(rec.get("spec"))
-        if problem:
-            return rid, None, "invalid spec in run.json", problem
-        problem = _record_problem(rec)
+        problem = checks.record_problem(rec)  # the store's one check of run.json
         if problem:
             return rid, None, "unreadable run.json", problem
+        problem = checks.spec_problem(rec.get("spec"))
+        if problem:
+            return rid, None, "invalid spec in run.json", problem
         return rid, rec, "", ""
 
     records = {}

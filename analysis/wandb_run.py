@@ -11,6 +11,7 @@ Nothing secret is logged: the store URI is redacted and no credentials are read 
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 import pandas as pd
@@ -28,16 +29,21 @@ def _table(df: pd.DataFrame):
     return wandb.Table(dataframe=df.reset_index(drop=True))
 
 
-def log_run(report: Report, pngs: dict[str, bytes], mode: str, project: str) -> str | None:
-    """Log the report to one W&B run; returns its id (``None`` when disabled, or with a
-    warning when W&B cannot start: the files are already written)."""
+def log_run(report: Report, pngs: dict[str, bytes], mode: str, project: str,
+            dir: str | None = None) -> str | None:
+    """Log the report to one W&B run, written under ``dir`` (where the sweep's runs are;
+    offline: ``{dir}/wandb/offline-run-*``); returns its id (``None`` when disabled, or
+    with a warning when W&B cannot start: the files are already written)."""
     if mode == "disabled":
         return None
     import wandb
     from PIL import Image
 
     try:
-        run = wandb.init(project=project, job_type="analysis", mode=mode, config=report.config)
+        if dir:
+            os.makedirs(dir, exist_ok=True)
+        run = wandb.init(project=project, job_type="analysis", mode=mode, config=report.config,
+                         dir=dir)
     except Exception as e:  # noqa: BLE001 - the files are written; W&B is a copy
         print(f"analysis: warning: W&B {mode} run not started ({type(e).__name__}: {e}); "
               f"the outputs are in {report.config.get('out')}", file=sys.stderr)

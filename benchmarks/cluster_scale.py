@@ -9,8 +9,8 @@ its own that joins the cluster by address (as ``ray submit`` runs a sweep script
   default cadence (every 10 epochs or 15 minutes, never after the last epoch).
 
 Each sweep is ``--trials`` concurrent trials (default 32) of ``--epochs`` epochs, driven
-by Ray Tune with kdray's callbacks (the W&B logging actor, in offline mode; the retry
-policy; the stage progress view) and its Tune settings (``FailureConfig(max_failures=-1)``,
+by Ray Tune with kdray's callbacks (W&B offline, its runs made by a driver thread; the
+retry policy; the stage progress view) and its Tune settings (``FailureConfig(max_failures=-1)``,
 ``CheckpointConfig(num_to_keep=1)``, a store on local disk). The trials do no training:
 an epoch is ``--epoch-seconds`` of sleep, and a checkpoint is a real Trainer state of
 ResNet-20 with its SGD momentum (``kdray.training.state.save_state``), so what is measured is

@@ -13,6 +13,15 @@ scripts' flags (``kdray/sweep/flags.py``), the grid's axes (``kdray/sweep/grid.p
 
 Names are checked against the registries (``kdray.data``, ``kdray.models``), imported only
 when a name is checked, so the analysis can check a run.json's numbers without torch.
+
+A committed ``run.json`` is checked here too, once for every reader of the store, so that a
+file the analysis skips is also one the sweep trains again (:meth:`kdray.store.Store.status`
+and ``analysis/read.py``): :func:`record_problem` (a JSON object with a string
+``predictions_sha256``, its optional fields of the right type) and :func:`spec_problem` (its
+``spec`` an object whose fields the analysis reads are valid, by the rules above; names are
+not looked up in the registries). Each returns ``None`` when all is well, else one phrase
+naming the field, the value's JSON type (:func:`json_type`) and what was expected
+(``predictions_sha256 is a number, expected a string``).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 ROLES = ("teacher", "nds", "ds")  # the order every table lists them in
+DS_ONLY = ("teacher_arch", "temperature", "alpha")  # set on a DS spec, and on no other
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "linear")
 AUGMENTATIONS = ("none", "crop_flip", "random_resized_crop_flip")
@@ -109,3 +119,67 @@ def check(field: str, value: Any) -> None:
     wrong = problem(field, value)
     if wrong is not None:
         raise ValueError(f"{field}: {value!r} {wrong}")
+
+
+# ----------------------------------------------------------------------------------------
+# A committed run.json, as every reader of the store checks it
+# ----------------------------------------------------------------------------------------
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value, as a message names it: ``a list``, ``null``, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    names = {str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a parsed run.json, apart from its spec (``None``: nothing)."""
+    if not isinstance(record, dict):
+        return f"run.json is {json_type(record)}, expected an object"
+    if "predictions_sha256" not in record:
+        return "no predictions_sha256"
+    for key, required in (("predictions_sha256", True), ("model_sha256", False),
+                          ("model_etag", False)):
+        value = record.get(key)
+        if (required or value is not None) and not isinstance(value, str):
+            return f"{key} is {json_type(value)}, expected a string"
+    acc = record.get("test_accuracy")
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float))
+                            or not (math.isfinite(acc) and 0.0 <= acc <= 1.0)):
+        return f"test_accuracy {acc!r} is not a number in [0, 1]"
+    names = record.get("class_names")
+    if names is not None and not _strings(names):
+        return "class_names is not a list of strings"
+    values = record.get("attribute_values")
+    if values is not None and not (isinstance(values, dict)
+                                   and all(_strings(v) for v in values.values())):
+        return "attribute_values is not an object of lists of strings"
+    return None
+
+
+def spec_problem(spec: Any) -> str | None:
+    """What is wrong with a run.json's ``spec``, by RunSpec's rules for the fields the
+    analysis reads (``None``: nothing). Names must be strings; they are not looked up."""
+    if not isinstance(spec, dict):
+        return f"spec is {json_type(spec)}, expected an object"
+    ds = spec.get("role") == "ds"
+    required = ("dataset", "role", "arch", "seed") + (DS_ONLY if ds else ())
+    for key in required:
+        if spec.get(key) is None:
+            return f"{'ds ' if ds and key in DS_ONLY else ''}spec has no {key!r}"
+    for key in ("dataset", "role", "arch") + (("teacher_arch",) if ds else ()):
+        if not isinstance(spec[key], str):
+            return f"spec {key} is {json_type(spec[key])}, expected a string"
+    for key in ("role", "seed") + (("temperature", "alpha") if ds else ()):
+        wrong = problem(key, spec[key])
+        if wrong is not None:
+            return f"spec {key} {spec[key]!r} {wrong}"
+    return None
+
+
+def _strings(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)

@@ -12,6 +12,9 @@ Ray (:func:`init_ray`), as a researcher expects: the running cluster if there is
   never a silent fallback to a laptop-sized local Ray.
 - Otherwise ``ray.init(address="auto")`` joins a cluster running on this machine (the head
   node under ``ray submit``, or ``ray start --head``), and a local Ray starts when none is.
+- ``$WANDB_API_KEY`` is out of this process's environment while Ray starts
+  (:func:`key_hidden`): a local Ray copies the environment into its raylet and every worker,
+  which do not need the key (W&B runs are created in the driver, ``kdray/tracking.py``).
 
 W&B's mode (:func:`resolve_mode`): ``online``, ``offline`` or ``disabled``, from the flag, else
 ``$WANDB_MODE``, else ``offline`` when no API key is configured (``$WANDB_API_KEY`` or a
@@ -19,11 +22,14 @@ W&B's mode (:func:`resolve_mode`): ``online``, ``offline`` or ``disabled``, from
 from the environment; kdray never copies it into a config, the store or a log. On a cluster
 head the key can come from AWS Systems Manager: with ``$KDRAY_WANDB_KEY_SSM`` naming a
 SecureString parameter (``cluster/aws.yaml`` sets it), :func:`resolve_mode` reads it into this
-process's environment only, so it is never in a file on the node or in the repo.
+process's environment only, so it is never in a file on the node or in the repo. Where W&B
+writes when no folder is given, for the sweep's runs and the analysis's alike:
+:func:`default_dir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
 import sys
@@ -41,14 +47,15 @@ def join_cluster() -> str | None:
 
     if ray.is_initialized():
         return "existing"
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-        return "cluster"
-    try:
-        ray.init(address="auto", log_to_driver=False)
-        return "cluster"
-    except ConnectionError:
-        return None
+    with key_hidden():  # Ray's processes do not need the W&B key
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+            return "cluster"
+        try:
+            ray.init(address="auto", log_to_driver=False)
+            return "cluster"
+        except ConnectionError:
+            return None
 
 
 def init_ray() -> str:
@@ -59,8 +66,22 @@ def init_ray() -> str:
     where = join_cluster()
     if where is not None:
         return where
-    ray.init(include_dashboard=False, log_to_driver=False)
+    with key_hidden():
+        ray.init(include_dashboard=False, log_to_driver=False)
     return "local"
+
+
+@contextlib.contextmanager
+def key_hidden():
+    """``$WANDB_API_KEY`` out of this process's environment for the block: a local Ray started
+    here (``ray.init``) copies the environment into its raylet and every worker, which do not
+    need the key. W&B reads it again once it is back."""
+    key = os.environ.pop("WANDB_API_KEY", None)
+    try:
+        yield
+    finally:
+        if key is not None:
+            os.environ["WANDB_API_KEY"] = key
 
 
 def key_from_ssm() -> bool:
@@ -101,3 +122,8 @@ def resolve_mode(flag: str | None = None) -> str:
         src = "--wandb-mode" if flag else "$WANDB_MODE"
         raise ValueError(f"{src}: {mode!r} is not one of {MODES}")
     return mode
+
+
+def default_dir(store) -> str:
+    """Where W&B writes by default: ``{store}/wandb`` for a local store, ``./wandb`` otherwise."""
+    return os.path.join(store.root, "wandb") if store.is_local else os.path.abspath("wandb")

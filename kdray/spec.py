@@ -28,7 +28,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kdray.checks import ROLES, check  # noqa: F401  (ROLES: the roles, in table order)
+# ROLES: the roles, in table order (imported from here too)
+from kdray.checks import DS_ONLY, ROLES, check, json_type  # noqa: F401
 
 # The paper's recipe for LeNet-5, ResNets and DenseNets (Appendix C): SGD, lr 0.1,
 # weight decay 1e-3, lr / 10 at epochs 30, 60, 90 of 100. Batch size is per dataset.
@@ -55,7 +56,6 @@ ADDED_FIELDS: dict[str, Any] = {
     "deterministic": False,  # deterministic CUDA algorithms (kdray.training.gpu.set_determinism)
     "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.training.loop)
 }
-DS_ONLY = ("teacher_arch", "temperature", "alpha")
 
 
 def _canonical_json(obj: Any) -> str:
@@ -137,10 +137,20 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        """The spec of a JSON object (``to_dict``'s inverse); a ``ValueError`` naming the
+        field for anything else (a list, a missing field, a field of the wrong JSON type)."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"RunSpec: {json_type(d)} is not an object of RunSpec fields")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"RunSpec: unknown field(s) {unknown}; expected among {sorted(names)}")
+        missing = [k for k in ("dataset", "role", "arch") if k not in d]
+        if missing:
+            raise ValueError(f"RunSpec: no field(s) {missing}")
+        for key, ok, wanted in _JSON_TYPES:
+            if key in d and not isinstance(d[key], ok):
+                raise ValueError(f"{key}: {json_type(d[key])} is not {wanted}")
         d = dict(d)
         if d.get("lr_milestones") is not None:
             d["lr_milestones"] = tuple(d["lr_milestones"])
@@ -179,6 +189,13 @@ class RunSpec:
 
     def replace(self, **changes: Any) -> "RunSpec":
         return dataclasses.replace(self, **changes)
+
+
+# the fields whose JSON type from_dict checks before resolving (resolve checks the values)
+_JSON_TYPES = (("dataset", str, "a string"), ("role", str, "a string"), ("arch", str, "a string"),
+               ("teacher_arch", (str, type(None)), "a string or null"),
+               ("data", (Mapping, type(None)), "an object"),
+               ("lr_milestones", (list, tuple, type(None)), "a list"))
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from kdray.checks import record_problem, spec_problem
+
 PREDICTIONS = "predictions.parquet"
 MODEL = "model.safetensors"
 RUN_JSON = "run.json"
@@ -80,6 +82,17 @@ def predictions_table(run_id: str, spec: Mapping[str, Any], sample_index: np.nda
         cols[f"attr_{name}"] = pa.array(np.asarray(values, dtype=np.int64))
         fields.append(pa.field(f"attr_{name}", pa.int64()))
     return pa.Table.from_pydict(cols, schema=pa.schema(fields))
+
+
+def predictions_problem(data: bytes) -> str | None:
+    """What makes ``data`` not a predictions table (``None``: it is one): not Parquet, or
+    without the per-sample columns. Reads the footer only."""
+    try:
+        names = pq.read_schema(io.BytesIO(data)).names
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        return f"unreadable {PREDICTIONS} ({type(e).__name__}: {str(e)[:80]})"
+    missing = [c for c in ("sample_index", "label", "pred") if c not in names]
+    return f"{PREDICTIONS} has no column(s) {missing}" if missing else None
 
 
 @dataclass(frozen=True)
@@ -230,7 +243,8 @@ class Store:
 
         data = self.read_bytes(self.run_path(run_id, MODEL))
         if verify:
-            expected = (self.read_run_json(run_id) or {}).get("model_sha256")
+            record = self.read_run_json(run_id)
+            expected = record.get("model_sha256") if isinstance(record, dict) else None
             if expected is not None and sha256_bytes(data) != expected:
                 raise ValueError(f"{run_id}: model.safetensors does not match the model_sha256 "
                                  f"of its run.json; the run is incomplete and must be trained again")
@@ -240,8 +254,10 @@ class Store:
                    weights: Mapping[str, Any]) -> dict[str, Any]:
         """Commit one run of ``spec`` (a RunSpec): ``predictions.parquet``, then
         ``model.safetensors`` (``weights``, a state dict), then ``run.json``, the commit marker:
-        the spec, the metrics, the data's names, both checksums and ``provenance``
-        (``kdray.trial.provenance.Provenance.record``). Returns the run.json record."""
+        the spec, the metrics, the data's names, both checksums (on S3 also the weights'
+        ETag, so that :meth:`model_problem` verifies them with one HEAD request) and
+        ``provenance`` (``kdray.trial.provenance.Provenance.record``). Returns the run.json
+        record."""
         p = predictions
         table = predictions_table(spec.run_id, spec.to_dict(), np.arange(len(p.labels)),
                                   p.labels, p.pred, p.attributes)
@@ -250,7 +266,8 @@ class Store:
         record = {"run_id": spec.run_id, "spec": spec.to_dict(), **p.metrics(),
                   "attributes": sorted(p.attributes), "class_names": p.class_names,
                   "attribute_values": p.attribute_values, "predictions_sha256": sha,
-                  "model_sha256": model_sha, **provenance}
+                  "model_sha256": model_sha,
+                  "model_etag": self.etag(self.run_path(spec.run_id, MODEL)), **provenance}
         self.write_run_json(spec.run_id, record)
         return record
 
@@ -267,28 +284,79 @@ class Store:
             return None
 
     def status(self, run_id: str, verify_model: bool = False) -> RunStatus:
-        """Complete or not, and why. ``verify_model`` also checks model.safetensors against
-        run.json's ``model_sha256`` (for teachers, whose weights DS runs read)."""
+        """Complete or not, and why. ``verify_model`` also checks model.safetensors (for
+        teachers, whose weights DS runs read; :meth:`model_problem`). A run.json that is not
+        what a trial writes (``kdray.checks.record_problem``, ``spec_problem``) makes the
+        run incomplete, with the reason."""
         try:
             record = self.read_json(self.run_path(run_id, RUN_JSON))
         except FileNotFoundError:
             return RunStatus(run_id, False, "no run.json")
         except (ValueError, OSError) as e:
             return RunStatus(run_id, False, f"unreadable run.json ({e})")
+        problem = record_problem(record) or spec_problem(record.get("spec"))
+        if problem:
+            return RunStatus(run_id, False, f"run.json: {problem}")
         try:
-            self.read_verified_predictions(run_id, record.get("predictions_sha256"))
+            data = self.read_verified_predictions(run_id, record["predictions_sha256"])
         except FileNotFoundError:
             return RunStatus(run_id, False, f"no {PREDICTIONS}")
         except ValueError as e:
             return RunStatus(run_id, False, str(e))
-        if verify_model and record.get("model_sha256") is not None:
-            try:
-                model = self.read_bytes(self.run_path(run_id, MODEL))
-            except FileNotFoundError:
-                return RunStatus(run_id, False, "no model.safetensors")
-            if sha256_bytes(model) != record["model_sha256"]:
-                return RunStatus(run_id, False, "model_sha256 does not match model.safetensors")
+        problem = predictions_problem(data)
+        if not problem and verify_model:
+            problem = self.model_problem(run_id, record)
+        if problem:
+            return RunStatus(run_id, False, problem)
         return RunStatus(run_id, True, predictions_sha256=record["predictions_sha256"])
+
+    def model_problem(self, run_id: str, record: Mapping[str, Any]) -> str | None:
+        """Does model.safetensors still hold what run.json recorded? ``None``: yes.
+
+        Cheapest check first. On S3, a run.json with ``model_etag`` (the ETag S3 gave the
+        weights when they were written) is compared with the object's ETag now: one HEAD
+        request, whatever the model's size; S3 changes an object's ETag whenever its bytes
+        change (an MD5 of the body, or of its parts' MD5s for a multipart upload), so a
+        replaced, truncated or overwritten file is found without downloading it. Otherwise
+        (a local store, where no filesystem keeps a checksum, or a run.json from before
+        ``model_etag``) the file is read and its SHA-256 compared with ``model_sha256``.
+        Runs written before ``model_sha256`` are not checked.
+
+        What it saves: the paper's largest teachers hold 346.3 MB (ViT-B/16, 224 px, 1000
+        classes) and 437.9 MB (BERT-base, 30,522-token vocabulary) of float32 tensors, and
+        ResNet-50 102.4 MB (the state dicts ``kdray.models.build_model`` builds, summed
+        tensor bytes, 2026-12-02). Hashing would download each teacher on every sweep; the
+        ETag comparison sends one HEAD request per teacher and downloads nothing. (S3's
+        additional checksums, ``x-amz-checksum-sha256``, would need the upload to send one;
+        pyarrow's S3 output stream sends none, and custom ``x-amz-meta-*`` metadata it
+        drops, checked with pyarrow 26.0.1 against moto 5.2.5.)
+        """
+        expected, etag = record.get("model_sha256"), record.get("model_etag")
+        if expected is None:
+            return None
+        path = self.run_path(run_id, MODEL)
+        if not self.is_local and etag:
+            now = self.etag(path)
+            if now is None:
+                return f"no {MODEL}"
+            return None if now == etag else f"{MODEL} changed since run.json was written (ETag)"
+        try:
+            data = self.read_bytes(path)
+        except FileNotFoundError:
+            return f"no {MODEL}"
+        return None if sha256_bytes(data) == expected else f"model_sha256 does not match {MODEL}"
+
+    def etag(self, path: str) -> str | None:
+        """The S3 ETag of the object at ``path`` (one HEAD request, no download); ``None``
+        for a local store or a missing object."""
+        if self.is_local:
+            return None
+        try:
+            with self.fs.open_input_file(path) as f:  # HEAD; the body is read only on read()
+                value = f.metadata().get("ETag")
+        except FileNotFoundError:
+            return None
+        return value.decode() if isinstance(value, bytes) else value
 
     def is_complete(self, run_id: str) -> bool:
         return self.status(run_id).complete

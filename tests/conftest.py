@@ -25,6 +25,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_environment(**values: str) -> dict[str, str]:
+    """The environment of a sweep driver a test starts as a subprocess: this process's, with
+    ``values``, less ``$WANDB_SERVICE``. wandb puts that variable into the environment of a
+    process that has made a run, and a child that inherits it makes its runs in the parent's
+    W&B service; a child killed there leaves them open in the parent, whose next run of the
+    same id then fails ("run ID ... is in use", seen with wandb 0.31 when a killed driver's
+    runs shared their ids with a later test's)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, **values}
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a connection (a download) fails the test."""
@@ -36,11 +47,37 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
+def _atomic_moto_writes() -> None:
+    """S3 applies a conditional write (``If-None-Match``, ``If-Match``) atomically; moto 5.2.5
+    checks the condition and then writes in two steps (``moto/s3/responses.py``
+    ``put_object``, ``delete_object``), so two racing creates could both succeed. Serialise
+    its object PUTs and DELETEs, as S3 does (kdray.lease relies on it)."""
+    import functools
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    for name in ("put_object", "delete_object"):
+        method = getattr(S3Response, name)
+        if getattr(method, "_kdray_atomic", False):
+            continue
+
+        def locked(self, *args, _method=method, **kwargs):
+            with lock:
+                return _method(self, *args, **kwargs)
+
+        functools.update_wrapper(locked, method)
+        locked._kdray_atomic = True
+        setattr(S3Response, name, locked)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-protocol server (moto) on 127.0.0.1 for the session; yields its host:port."""
     from moto.server import ThreadedMotoServer
 
+    _atomic_moto_writes()
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()

@@ -117,9 +117,13 @@ def test_every_study_field_separates_studies(field):
         assert study_key(spec) == study_key({**spec, f: "other"})
 
 
-# What the analysis may import of kdray: the store, RunSpec (its module and its field rules)
-# and the shared module that joins Ray and picks W&B's mode; never the sweep side.
-ANALYSIS_MAY_IMPORT = {"kdray", "kdray.store", "kdray.spec", "kdray.checks", "kdray.connect"}
+# What the analysis may import of kdray: the store, RunSpec (its module and its field rules,
+# run.json's check included), the store's own check that a URI is a usable store before any
+# work (kdray.store_check: `python -m analysis --store` names a file, a missing bucket or
+# missing credentials in one line, as the sweep does; it reaches S3 through kdray.s3, below
+# it) and the shared module that joins Ray and picks W&B's mode; never the sweep side.
+ANALYSIS_MAY_IMPORT = {"kdray", "kdray.store", "kdray.spec", "kdray.checks", "kdray.connect",
+                       "kdray.store_check"}
 SWEEP_SIDE = ("kdray.sweep", "kdray.trial", "kdray.training")
 
 
@@ -167,8 +171,9 @@ def test_the_sweep_check_finds_a_sweep_import(tmp_path, monkeypatch):
 
 # kdray's layers, lowest first; a module may import its own layer's and lower ones only (the
 # contract's RunSpec reads the registries to resolve a recipe, so those two sit together)
-LAYERS = [("kdray", "kdray.spec", "kdray.checks", "kdray.store", "kdray.connect",
-           "kdray.tracking", "kdray.data", "kdray.models"),
+LAYERS = [("kdray", "kdray.spec", "kdray.checks", "kdray.store", "kdray.s3",
+           "kdray.store_check", "kdray.lease", "kdray.connect", "kdray.tracking", "kdray.data",
+           "kdray.models"),
           ("kdray.training",), ("kdray.trial",), ("kdray.sweep",)]
 
 

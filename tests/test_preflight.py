@@ -90,7 +90,7 @@ def test_shared_and_s3_stores_are_accepted_and_wandb_follows_the_store(two_nodes
         from kdray.store import Store
         from kdray.sweep import preflight
         from kdray.sweep.options import SweepOptions
-        from kdray.tracking import default_dir
+        from kdray.connect import default_dir
 
         out = {{}}
         for name, uri, shared in (("shared", {str(tmp_path / 'nfs')!r}, True),

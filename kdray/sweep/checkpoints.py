@@ -92,7 +92,8 @@ def write_checkpoint(folder: str, state: dict[str, Any], run_ids: Iterable[str],
 def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:
     """For runs an earlier sweep started but did not finish (its driver died, a trial ran out
     of retries), the store path of the latest epoch checkpoint Tune kept under ``{store}/tune``.
-    A cohort's checkpoint serves each of its students that had not failed."""
+    A cohort's checkpoint serves each of its students that had not failed; a damaged
+    :data:`META` is passed over."""
     from pyarrow import fs as pafs
 
     sel = pafs.FileSelector(store.path("tune"), recursive=True, allow_not_found=True)
@@ -100,13 +101,14 @@ def earlier_checkpoints(store: Store, run_ids: set[str]) -> dict[str, str]:
     for info in store.fs.get_file_info(sel):
         if info.type != pafs.FileType.File or info.base_name != META:
             continue
-        try:
+        try:  # a damaged checkpoint.json (not JSON, not an object, wrong types) is passed over
             meta = json.loads(store.read_bytes(info.path))
-        except (OSError, ValueError):
+            epoch, failed = int(meta.get("epoch", 0)), set(meta.get("failed", ()))
+            ids = [r for r in meta.get("run_ids") or [meta.get("run_id")] if isinstance(r, str)]
+        except (OSError, ValueError, TypeError, AttributeError):
             continue
-        epoch, failed = int(meta.get("epoch", 0)), set(meta.get("failed", ()))
         state = info.path.rsplit("/", 1)[0] + "/" + STATE
-        for run_id in meta.get("run_ids") or [meta.get("run_id")]:
+        for run_id in ids:
             if run_id in run_ids and run_id not in failed and epoch > best.get(run_id, (0, ""))[0]:
                 if store.exists(state):
                     best[run_id] = (epoch, state)

@@ -2,8 +2,10 @@
 
 A sweep script names its experiments and calls ``sweep_main``; this module gives it the
 common flags (``--store``, ``--dry-run``, ``--smoke-test``, axis filters and overrides, W&B,
-resources), runs the two stages on Ray Tune, then the analysis job on the store, prints the
-tables, and exits non-zero if any run failed or was not launched.
+resources), checks them and the store (``kdray/store_check.py``) before any work, runs the
+two stages on Ray Tune, then the analysis job on the store (unless another driver still
+trains some of its runs), prints the tables, and exits non-zero if any run failed or was not
+launched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from kdray.store import Store
+from kdray.store_check import check_store
 from kdray.sweep import preflight
 from kdray.sweep.flags import check_flags
 from kdray.sweep.grid import Experiment, expand, narrow, parse_cohort_sizes
@@ -103,7 +106,7 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         check_flags(args)  # every flag, before any work (and before Ray starts)
         exps, options = from_flags(args, experiments, default_store)
         plan = expand(exps)  # Experiments -> RunSpecs, once
-        store = Store(args.store)
+        store = check_store(args.store, write=not args.dry_run)  # before any work
         options = replace(options, wandb=_wandb(args, store))
         if not args.dry_run:  # the cluster's workers joined; a store every node reaches
             preflight.check(store, options)
@@ -117,6 +120,10 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     print(report.format(), flush=True)
     code = 0 if report.ok else 1
     if args.no_analysis:
+        return code
+    if report.running_elsewhere:
+        print(f"analysis: not run; {len(report.running_elsewhere)} run(s) are being trained by "
+              f"another driver, whose sweep runs the analysis when it ends")
         return code
     return analyse(store, args.level, options.wandb, cached=not report.ran) or code
 
@@ -156,8 +163,8 @@ def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
 
 def _wandb(args: argparse.Namespace, store: Store):
     """The W&B settings of the flags (``--wandb-mode``, else ``$WANDB_MODE``, else by API key)."""
-    from kdray.connect import resolve_mode
-    from kdray.tracking import WandbConfig, default_dir
+    from kdray.connect import default_dir, resolve_mode
+    from kdray.tracking import WandbConfig
 
     return WandbConfig(mode=resolve_mode(args.wandb_mode), project=args.wandb_project,
                        entity=args.wandb_entity,
@@ -166,9 +173,9 @@ def _wandb(args: argparse.Namespace, store: Store):
 
 def dry_run(plan, store: Store, cohort_sizes, path: str) -> int:
     """Print the plan and write it to ``path`` (``--plan``); train nothing."""
-    from kdray.sweep.plan import format_plan, plan_json
+    from kdray.sweep.plan import format_plan, plan_json, plan_statuses
 
-    status = store.statuses([s.run_id for s in plan.all])
+    status = plan_statuses(store, plan)  # teachers' weights verified, as the sweep does
     print(format_plan(plan, status, cohort_sizes))
     with open(path, "w") as f:
         json.dump(plan_json(plan, status, cohort_sizes), f, indent=1)
@@ -191,7 +198,7 @@ def analyse(store: Store, level: float, wandb, cached: bool) -> int:
         return 0
     try:
         result = analysis.run(store.uri, level=level, wandb_mode=wandb.mode,
-                              wandb_project=wandb.project)
+                              wandb_project=wandb.project, wandb_dir=wandb.dir)
     except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
         print(f"analysis: error: {e}", file=sys.stderr)
         return 1

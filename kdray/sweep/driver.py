@@ -3,9 +3,12 @@
 ``run_plan(plan, store, options)`` (``run_sweep(experiments, store, ...)`` expands the grid
 first, ``kdray/sweep/grid.py``):
 
-1. checks the store: every complete run (run.json present, checksum matching) is skipped; a
-   teacher that pending DS runs will read is verified against its run.json's
-   ``model_sha256``, and trained again first when its weights no longer match;
+1. checks the store: every complete run (run.json present and well formed, checksum
+   matching) is skipped; every teacher's weights are verified too, whether or not a student
+   needs them now (``kdray.sweep.plan.plan_statuses``); a damaged run is listed as trained
+   again. Before each stage the driver leases the runs it will train (``kdray/lease.py``):
+   a run another live driver holds is not launched but listed as running elsewhere, and
+   one another driver committed meanwhile is skipped;
 2. stages the downloadable datasets into ``{store}/datasets`` once, from here; every node
    reads them there (``kdray.data.fetch.stage_datasets``);
 3. joins Ray (``kdray/connect.py``) and places trials by need (``kdray/sweep/cluster.py``);
@@ -19,10 +22,10 @@ first, ``kdray/sweep/grid.py``):
    it reports every epoch, with a resume checkpoint at the cadence; a trial lost with its
    node resumes from its last checkpoint however often that happens, one failing by its own
    error gets ``max_failures`` retries (``kdray/sweep/retries.py``). Tune's experiment state
-   lives under ``{store}/tune/``;
-6. W&B: one run per *run* (each student of a cohort has its own), created on the driver's
-   node by one logging actor (``kdray.tracking.tune_callback``), so only the head needs
-   an API key; named by run_id, grouped by dataset and pair;
+   lives under ``{store}/tune/``, one folder per stage and driver (its lease owner id);
+6. W&B: one run per *run* (each student of a cohort has its own), created in the driver
+   process by one thread (``kdray.tracking.tune_callback``), so only the head needs an API
+   key and the key is passed to nothing; named by run_id, grouped by dataset and pair;
 7. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
    error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
 """
@@ -38,6 +41,7 @@ from typing import Any, Mapping, Sequence
 
 from kdray.connect import init_ray
 from kdray.data.fetch import stage_datasets
+from kdray.lease import Claim, Owner
 from kdray.spec import RunSpec
 from kdray.store import RunStatus, Store
 from kdray.sweep import trainable
@@ -45,6 +49,7 @@ from kdray.sweep.checkpoints import earlier_checkpoints
 from kdray.sweep.cluster import Placement, placement
 from kdray.sweep.grid import Experiment, Plan, cohorts, expand
 from kdray.sweep.options import SweepOptions
+from kdray.sweep.plan import plan_statuses
 from kdray.sweep.progress import StageProgress, quiet_ray_hints
 from kdray.sweep.retries import RetryPolicy
 from kdray.tracking import tune_callback
@@ -56,6 +61,8 @@ class SweepReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
     not_launched: dict[str, str] = field(default_factory=dict)  # run_id -> why
+    running_elsewhere: dict[str, str] = field(default_factory=dict)  # run_id -> who
+    trained_again: dict[str, str] = field(default_factory=dict)  # run_id -> what was wrong
     seconds: float = 0.0
 
     @property
@@ -64,12 +71,21 @@ class SweepReport:
 
     def add(self, stage: "StageResult") -> None:
         self.ran += stage.ran
+        self.skipped += stage.skipped
         self.failed.update(stage.failed)
+
+    def claimed(self, claim: Claim) -> None:
+        """What leasing a stage's runs found: held by another live driver, or committed."""
+        self.running_elsewhere.update(claim.elsewhere)
+        self.skipped += claim.complete
 
     def format(self, max_listed: int = 40) -> str:
         lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
                  f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
-                 f"{self.seconds:.0f}s"]
+                 + (f"{len(self.running_elsewhere)} running elsewhere, "
+                    if self.running_elsewhere else "") + f"{self.seconds:.0f}s"]
+        for run_id, why in sorted(self.trained_again.items()):
+            lines.append(f"  TRAINED AGAIN {run_id}: {why}")
         for run_id in sorted(self.ran)[:max_listed]:
             lines.append(f"  ran {run_id}")
         if len(self.ran) > max_listed:
@@ -78,14 +94,18 @@ class SweepReport:
             lines.append(f"  FAILED {run_id}: {err}")
         for run_id, why in sorted(self.not_launched.items()):
             lines.append(f"  NOT LAUNCHED {run_id}: {why}")
+        for run_id, why in sorted(self.running_elsewhere.items()):
+            lines.append(f"  RUNNING ELSEWHERE {run_id}: {why}")
         return "\n".join(lines)
 
 
 @dataclass
 class StageResult:
-    """What one stage's trials did: the runs now complete, and the failed ones with why."""
+    """What one stage's trials did: the runs now complete, those a trial found complete
+    (another driver committed them after they were leased), and the failed ones with why."""
 
     ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -105,8 +125,8 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
     """Run every missing run of ``plan`` (``kdray.sweep.grid.expand``'s) on Ray Tune."""
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
-    status = _statuses(plan, store)
-    report = SweepReport(skipped=[r for r, st in status.items() if st.complete])
+    status = plan_statuses(store, plan)  # every teacher's weights verified too
+    report = _first_report(status)
     stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
     pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
     print(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
@@ -119,40 +139,61 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
         where = init_ray()
         place = placement(where, options.use_gpu, options.resources)
         print(f"ray: {where} cluster, {'with' if place.use_gpu else 'no'} GPU")
-        with _environ(_driver_environment(options)):
+        with _environ(_driver_environment(options)), Owner(store) as owner:
+            print(f"driver {owner.id}: {owner.host}, pid {owner.pid}")  # one trainer per run
+            stage1 = _claim(owner, stage1, report)
             print(f"stage 1: {len(stage1)} teacher/NDS runs to train")
-            report.add(_run_stage("stage1", stage1, store, plan, options, place))
-            stage2 = _launchable(pending2, status, report)
+            report.add(_run_stage("stage1", stage1, store, plan, options, place, owner.id))
+            stage2 = _claim(owner, _with_teachers(pending2, store, report), report)
             print(f"stage 2: {len(stage2)} DS runs to train")
-            report.add(_run_stage("stage2", stage2, store, plan, options, place))
+            report.add(_run_stage("stage2", stage2, store, plan, options, place, owner.id))
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _statuses(plan: Plan, store: Store) -> dict[str, RunStatus]:
-    """Every run's status; the teachers that pending DS runs will read are checked against
-    their weights too, or trained again first (no student is distilled from damaged weights)."""
-    status = store.statuses([s.run_id for s in plan.all])
-    needed = sorted({s.teacher_spec().run_id for s in plan.stage2 if not status[s.run_id].complete})
-    status.update(store.statuses(needed, verify_model=needed))
-    for run_id in needed:
-        if not status[run_id].complete and status[run_id].reason != "missing":
-            print(f"  {run_id}: trained again ({status[run_id].reason})")
-    return status
+def _first_report(status: Mapping[str, RunStatus]) -> SweepReport:
+    """The report before any stage: the complete runs skipped, the damaged ones (any reason
+    but "missing") listed as trained again."""
+    report = SweepReport(skipped=[r for r, st in status.items() if st.complete])
+    for run_id, st in status.items():
+        if not st.complete and st.reason != "missing":
+            report.trained_again[run_id] = st.reason
+            print(f"  {run_id}: trained again ({st.reason})")
+    return report
 
 
-def _launchable(pending: list[RunSpec], status: dict[str, RunStatus],
-                report: SweepReport) -> list[RunSpec]:
-    """The pending DS runs whose teacher is complete; the others go to ``not_launched``."""
+def _claim(owner: Owner, specs: list[RunSpec], report: SweepReport) -> list[RunSpec]:
+    """Lease ``specs`` for ``owner`` before their stage; returns those to train. The others
+    go into ``report``: running elsewhere, or skipped when another driver committed them."""
+    claim = owner.claim([s.run_id for s in specs],
+                        verify_model=[s.run_id for s in specs if s.role == "teacher"])
+    report.claimed(claim)
+    mine = set(claim.mine)
+    return [s for s in specs if s.run_id in mine]
+
+
+def _with_teachers(pending: list[RunSpec], store: Store, report: SweepReport) -> list[RunSpec]:
+    """The pending DS runs whose teacher is complete now (trained in stage 1, already
+    complete, or committed meanwhile by another driver); the others go into ``report`` with
+    why: not launched, or running elsewhere while their teacher is."""
+    ready: dict[str, bool] = {}
     out = []
     for spec in pending:
         teacher_id = spec.teacher_spec().run_id
-        if teacher_id in report.failed:
-            report.not_launched[spec.run_id] = f"its teacher {teacher_id} failed"
-        elif not (status[teacher_id].complete or teacher_id in report.ran):
-            report.not_launched[spec.run_id] = f"its teacher {teacher_id} is not complete"
-        else:
+        if teacher_id not in ready:
+            if teacher_id in report.running_elsewhere and store.status(teacher_id, True).complete:
+                del report.running_elsewhere[teacher_id]  # committed by the other driver
+                report.skipped.append(teacher_id)
+            ready[teacher_id] = teacher_id in report.ran or teacher_id in report.skipped
+        if ready[teacher_id]:
             out.append(spec)
+        elif teacher_id in report.failed:
+            report.not_launched[spec.run_id] = f"its teacher {teacher_id} failed"
+        elif teacher_id in report.running_elsewhere:
+            report.running_elsewhere[spec.run_id] = (f"waits for its teacher {teacher_id}, "
+                                                     f"{report.running_elsewhere[teacher_id]}")
+        else:
+            report.not_launched[spec.run_id] = f"its teacher {teacher_id} is not complete"
     return out
 
 
@@ -184,8 +225,10 @@ def _environ(values: Mapping[str, str]):
 # One stage
 # ----------------------------------------------------------------------------------------
 def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan,
-               options: SweepOptions, place: Placement) -> StageResult:
-    """Train ``specs`` as one Tune experiment (cohorts of DS runs, teachers and NDS alone)."""
+               options: SweepOptions, place: Placement, driver: str) -> StageResult:
+    """Train ``specs`` as one Tune experiment (cohorts of DS runs, teachers and NDS alone),
+    in ``{store}/tune/{name}-{time}-{driver}``: ``driver``, the lease owner's id, keeps two
+    drivers that start a stage in the same second apart."""
     from ray import tune
 
     if not specs:
@@ -208,7 +251,8 @@ def _run_stage(name: str, specs: list[RunSpec], store: Store, plan: Plan,
         tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{driver}",
+            storage_path=store.path("tune"),
             storage_filesystem=store.fs, verbose=0, stop=retries.stopper,
             callbacks=_callbacks(name, len(specs), plan, options, retries),
             failure_config=tune.FailureConfig(max_failures=-1),  # RetryPolicy decides
@@ -240,8 +284,9 @@ def _callbacks(name: str, n_runs: int, plan: Plan, options: SweepOptions,
 
 def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, str],
              retries: RetryPolicy) -> StageResult:
-    """Each run of the stage: complete in the store (ran), or failed with why. Trials that
-    ended well leave no resume checkpoint behind."""
+    """Each run of the stage: complete in the store (ran; skipped when its trial found it
+    complete already), or failed with why. Trials that ended well leave no resume checkpoint
+    behind."""
     out = StageResult()
     unreported = {s.run_id for s in specs}
     teachers = {s.run_id for s in specs if s.role == "teacher"}
@@ -252,7 +297,8 @@ def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, 
         for run_id in ids:
             unreported.discard(run_id)
             if store.status(run_id, verify_model=run_id in teachers).complete:
-                out.ran.append(run_id)
+                (out.skipped if (result.metrics or {}).get("already_complete")
+                 else out.ran).append(run_id)
             elif run_id in diverged:
                 out.failed[run_id] = diverged[run_id]
             elif gave_up or result.error is not None:

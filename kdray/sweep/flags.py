@@ -29,7 +29,8 @@ def check_flags(args: argparse.Namespace) -> None:
             ("--max-concurrent", args.max_concurrent, lambda v: v >= 1, "an integer >= 1"),
             ("--level", args.level, lambda v: 0 < v < 1, "in (0, 1)"),
             ("--store", args.store, lambda v: bool(v.strip()), "a local path or s3://bucket/prefix"),
-            ("--plan", args.plan, lambda v: bool(v.strip()), "a file path"),
+            ("--plan", args.plan, lambda v: bool(v.strip()) and not os.path.isdir(v),
+             "a file path"),
             ("--data-dir", args.data_dir, is_directory, "a directory"),
             ("--wandb-dir", args.wandb_dir, is_directory, "a directory"),
             ("--wandb-project", args.wandb_project, lambda v: bool(v.strip()), "a W&B project name")):

@@ -1,9 +1,11 @@
 """A plan before spending: which runs exist, are complete, will run, and what they cost.
 
-``pending_cohorts`` groups the pending runs into the trials the sweep would run; ``format_plan``
-prints, per experiment and stage, how many runs exist, are complete and will run, with an
-estimate of GPU-hours for what will run; ``plan_json`` is the machine-readable list
-(``run_id``, ``status`` complete|pending, the experiment, the stage and the spec's fields).
+``plan_statuses`` is every run's status as the sweep and its dry run both see it (every
+teacher's weights verified too); ``pending_cohorts`` groups the pending runs into the trials
+the sweep would run; ``format_plan`` prints, per experiment and stage, how many runs exist,
+are complete and will run, with an estimate of GPU-hours for what will run; ``plan_json`` is
+the machine-readable list (``run_id``, ``status`` complete|pending, the experiment, the stage
+and the spec's fields).
 
 GPU-hours = epochs x training images / (images per second) / 3600, for one trial alone on
 one GPU (fractional-GPU trials share a card: 4-8 trials per H100 gave 3-4x the aggregate
@@ -22,7 +24,7 @@ from typing import Any, Mapping
 
 from kdray.sweep.grid import Plan, cohorts
 from kdray.spec import RunSpec
-from kdray.store import RunStatus
+from kdray.store import RunStatus, Store
 
 H100 = "H100 80GB, torch 2.11, CUDA 13, 2026-11-26 (docs/performance.md)"
 
@@ -169,3 +171,12 @@ def format_plan(plan: Plan, status: dict[str, RunStatus],
     lines.append("GPU-hours: one trial alone on one GPU; throughput sources in kdray/sweep/plan.py "
                  "(measured on an H100, or FLOP-scaled estimates)")
     return "\n".join(lines)
+
+
+def plan_statuses(store: Store, plan: Plan) -> dict[str, RunStatus]:
+    """Every run's status in ``store`` (:meth:`kdray.store.Store.statuses`), the teachers'
+    weights verified too (:meth:`kdray.store.Store.model_problem`: on S3 one HEAD request
+    each when run.json holds the weights' ETag), whether or not a student needs them now: a
+    damaged teacher is pending, so the sweep trains it again and the dry run says so."""
+    return store.statuses([s.run_id for s in plan.all],
+                          verify_model=[s.run_id for s in plan.teachers])

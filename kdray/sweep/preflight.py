@@ -22,7 +22,7 @@ every node can reach (or a clear error).
    node (one logging actor pinned there, ``kdray.tracking.tune_callback``, and the analysis
    run in the driver), and its default directory is ``{store}/wandb`` for a local store (on
    the shared storage with ``--shared-store``, refused with the store without it) and
-   ``./wandb`` on the driver's node for an S3 store (``kdray.tracking.default_dir``). An
+   ``./wandb`` on the driver's node for an S3 store (``kdray.connect.default_dir``). An
    explicit ``--wandb-dir`` is the driver node's path, which is where W&B writes.
 
 :func:`check` does both; ``kdray/sweep/cli.py`` calls it once, after the flags are checked
@@ -36,11 +36,11 @@ import os
 import time
 from typing import Any, Callable
 
-from kdray.connect import join_cluster
+from kdray.connect import default_dir, join_cluster
 from kdray.store import Store, redact
 from kdray.sweep.cluster import NODE_KINDS, launcher_config, launcher_config_path
 from kdray.sweep.options import SweepOptions
-from kdray.tracking import WandbConfig, default_dir
+from kdray.tracking import WandbConfig
 
 JOIN_TIMEOUT_S = 300.0  # how long a sweep waits for the launcher's workers to join
 SHARED_FLAG = "--shared-store"

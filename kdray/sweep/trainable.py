@@ -15,6 +15,7 @@ mirror (``{store}/datasets``), never the internet.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Any, Mapping
 
@@ -76,14 +77,22 @@ def set_up_process(specs: list[RunSpec]) -> float:
 def resume_state(store: Store, earlier: str | None) -> dict[str, Any] | None:
     """The trainer state to continue from: this trial's own checkpoint after a retry, else the
     last checkpoint of an earlier sweep (``earlier``, a store path), else None. Loaded to
-    the CPU, whatever device it was saved from."""
+    the CPU, whatever device it was saved from. An earlier sweep's checkpoint that cannot be
+    read (damaged) is passed over: the run trains from its first epoch."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             return load_state(os.path.join(d, STATE))
-    return load_state(store.read_bytes(earlier)) if earlier else None
+    if not earlier:
+        return None
+    try:
+        return load_state(store.read_bytes(earlier))
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint: train from the start
+        print(f"{earlier}: unreadable checkpoint ({type(e).__name__}); training from the "
+              f"first epoch", file=sys.stderr)
+        return None
 
 
 class Reporter:

@@ -1,9 +1,11 @@
 """``python -m kdray.trial``: train one run or one cohort without Ray, from flags or spec files.
 
 Every flag is checked before any work (a flag that sets a RunSpec field by that field's rule,
-``kdray/checks.py``); several ``--temperature``/``--alpha`` values (or several ``--spec`` files)
-make a cohort sharing one teacher forward per batch. Each run logs to its own W&B run
-through the trial's epoch callback (``kdray.tracking.Tracker``).
+``kdray/checks.py``; ``--store`` by ``kdray/store_check.py``), and each run is leased while
+it trains (``kdray/lease.py``): a run another live driver trains is refused. Several
+``--temperature``/``--alpha`` values (or several ``--spec`` files) make a cohort sharing one
+teacher forward per batch. Each run logs to its own W&B run through the trial's epoch
+callback (``kdray.tracking.Tracker``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 import torch
 
 from kdray import trial
-from kdray.checks import expected, valid
+from kdray.checks import expected, json_type, valid
+from kdray.lease import RunningElsewhere, leased
 from kdray.spec import RunSpec
 from kdray.store import Store
+from kdray.store_check import check_store
 from kdray.training.loop import Trainer, check_cohort
 from kdray.trial.steps import CohortResult, TeacherMissingError, check_teacher
 
@@ -100,55 +104,70 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _base_dicts(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _base_dicts(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(where the fields came from, the fields) of each run the flags name."""
     if args.spec:
-        out = []
-        for path in args.spec:
-            d = json.loads(Path(path).read_text())
-            out.append(dict(d.get("spec", d)))  # a run.json works too
-        return out
+        return [(f"--spec {path}", spec_fields(path)) for path in args.spec]
     missing = [f"--{k.replace('_', '-')}" for k in ("dataset", "role", "arch")
                if getattr(args, k) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)}: required unless --spec FILE is given")
-    return [{"dataset": args.dataset, "role": args.role, "arch": args.arch}]
+    return [("flags", {"dataset": args.dataset, "role": args.role, "arch": args.arch})]
+
+
+def spec_fields(path: str) -> dict[str, Any]:
+    """The RunSpec fields of a ``--spec`` file: a RunSpec object or a run.json (its ``spec``);
+    a ``ValueError`` naming the file for anything else (not JSON, a list, ``null``, ...)."""
+    try:
+        d = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--spec {path}: not a readable JSON file ({e})") from None
+    d = d["spec"] if isinstance(d, dict) and "spec" in d else d  # a run.json works too
+    if not isinstance(d, dict):
+        raise ValueError(f"--spec {path}: {json_type(d)}, expected a RunSpec object "
+                         f"(or a run.json with one under 'spec')")
+    return d
 
 
 def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
     """The runs the flags name: each ``--spec`` file, or the flags' spec; several
     ``--temperature``/``--alpha`` values make one DS run per combination (a cohort)."""
     specs = []
-    for d in _base_dicts(args):
+    for where, d in _base_dicts(args):
         for key in ("teacher_arch", "epochs", "batch_size", "lr", "seed"):
             value = getattr(args, key)
             if value is not None:
                 d[key] = value
-        options = dict(d.get("data") or {})
+        if args.data:
+            if not isinstance(d.get("data") or {}, dict):
+                raise ValueError(f"{where}: data is {json_type(d['data'])}, expected an object")
+            d["data"] = dict(d.get("data") or {})
         for item in args.data or []:
             if "=" not in item:
                 raise ValueError(f"--data: {item!r} is not KEY=VALUE")
             key, value = item.split("=", 1)
-            options[key] = _parse_value(value)
-        d["data"] = options
+            d["data"][key] = _parse_value(value)
         for t in args.temperature or [d.get("temperature")]:
             for a in args.alpha or [d.get("alpha")]:
-                specs.append(RunSpec.from_dict({**d, "temperature": t, "alpha": a}))
+                try:
+                    specs.append(RunSpec.from_dict({**d, "temperature": t, "alpha": a}))
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
     check_cohort(specs)
     return specs
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kdray.trial``: check the flags, train the cohort, print each run's result;
-    each run logs to its own W&B run (``kdray.tracking.Tracker``)."""
+    """``python -m kdray.trial``: check the flags and the store, lease the runs, train the
+    cohort, print each run's result; each run logs to its own W&B run
+    (``kdray.tracking.Tracker``)."""
     from kdray.connect import resolve_mode
-    from kdray.tracking import Tracker, WandbConfig, default_dir
-    from kdray.training import gpu
 
     args = parser().parse_args(argv)
     try:
         check_flags(args)  # every flag, before any work
         specs = specs_from_args(args)
-        store = Store(args.store)
+        store = check_store(args.store)  # before any work
         mode = resolve_mode(args.wandb_mode)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -157,9 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec.run_id}: training on {store}", flush=True)
     try:
         check_teacher(specs[0], store)
-    except TeacherMissingError as e:
+        with leased(store, [s.run_id for s in specs]):  # one trainer per run (kdray/lease.py)
+            result, trackers = _train(specs, store, args, mode)
+    except (TeacherMissingError, RunningElsewhere) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return _report(result, trackers, store)
+
+
+def _train(specs: list[RunSpec], store: Store, args: argparse.Namespace,
+           mode: str) -> tuple[CohortResult, dict]:
+    """Train the cohort, each run logging to its W&B run; returns the result and the runs'
+    trackers (closed with exit code 1 when training raised)."""
+    from kdray.connect import default_dir
+    from kdray.tracking import Tracker, WandbConfig
+    from kdray.training import gpu
+
     gpu.prepare_process(deterministic=any(s.deterministic for s in specs))  # before CUDA
     wandb = WandbConfig(mode=mode, project=args.wandb_project, dir=default_dir(store))
     trackers = {s.run_id: Tracker(s, wandb) for s in specs}
@@ -172,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         for tracker in trackers.values():
             tracker.finish(exit_code=1)
         raise
-    return _report(result, trackers, store)
+    return result, trackers
 
 
 def _show(trackers: dict, epochs: int, trainer: Trainer,
