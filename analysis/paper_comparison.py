@@ -103,7 +103,8 @@ def recipe_differences(study_key: str, dataset: str, arch: str) -> str:
                           if f in STUDY_FIELDS})
     except ValueError:
         paper = {}
-    text = lambda v: json.dumps(v, default=str).strip('"')  # noqa: E731
+    text = lambda v: (f"{v:.4g}" if isinstance(v, float)  # noqa: E731
+                      else json.dumps(v, default=str).strip('"'))
     parts = [f"{f}={text(v)}" + (f" (paper {text(paper[f])})" if f in paper else "")
              for f, v in sorted(study.items())
              if v is not None and (f not in paper or text(v) != text(paper[f]))]
@@ -116,8 +117,11 @@ def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFra
     module docstring); ``difference`` = kdray - paper."""
     cells = paper_cells()
     store = _StoreCells(runs, fairness, significance)
-    studies = runs[["dataset", "study", "study_key"]].drop_duplicates()
+    # one study per label: archs trained with different recipes share the label "" (their
+    # study_key differs), so a cell's recipe is that of its own arch's runs
+    studies = runs[["dataset", "study", "study_key"]].drop_duplicates(["dataset", "study"])
     by_dataset = {d: list(sub.itertuples(index=False)) for d, sub in studies.groupby("dataset")}
+    arch_keys = {(r.dataset, r.study, r.arch): r.study_key for r in runs.itertuples()}
     recipes: dict[tuple, str] = {}
     rows = []
     for c in cells.itertuples(index=False):
@@ -131,7 +135,9 @@ def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFra
             model = _model(c.dataset, s.study, c.role, arch,
                            c.teacher_arch if c.role == "ds" else None, c.temperature, c.alpha)
             v = store.value(model, c.metric, c.attribute)
-            key = (s.study_key, c.dataset, c.student_arch)
+            own = arch_keys.get((c.dataset, s.study, arch),
+                                arch_keys.get((c.dataset, s.study, c.student_arch), s.study_key))
+            key = (own, c.dataset, c.student_arch)
             if key not in recipes:
                 recipes[key] = recipe_differences(*key)
             rows.append({**base, "study": s.study, "status": v["status"],

@@ -115,3 +115,33 @@ def test_recipe_of_a_study_on_the_papers_recipe_and_of_an_unknown_dataset():
         "epochs=7 (paper 100)"
     unknown = recipe_differences(study_key({"dataset": "toy", "epochs": 3}), "toy", "resnet20")
     assert unknown == "dataset=toy, epochs=3"
+
+
+def test_two_recipes_under_one_study_label_give_each_cell_once():
+    """On ImageNet the full paper's ResNet-50 -> ResNet-18 and ViT-B -> TinyViT pairs train
+    with different recipes, so the store has two study keys that the analysis labels alike
+    (no arch has two); each paper cell is compared once, with its own arch's recipe."""
+    from kdray.spec import RunSpec
+
+    from analysis.groups import study_key
+    from analysis.paper_comparison import compare
+
+    def runs_of(arch, role, epochs):
+        key = study_key({**RunSpec(dataset="imagenet", role="nds", arch=arch).to_dict(),
+                         "epochs": epochs})
+        return [{"dataset": "imagenet", "study": "", "study_key": key, "role": role,
+                 "arch": arch, "teacher_arch": None, "temperature": None, "alpha": None,
+                 "test_accuracy": acc} for acc in (0.7, 0.72)]
+
+    runs = pd.DataFrame(runs_of("resnet50", "teacher", 3) + runs_of("resnet18", "nds", 3)
+                        + runs_of("vit_base", "teacher", 5))
+    out = compare(runs, pd.DataFrame(columns=["dataset", "study", "role", "arch", "teacher_arch",
+                                              "temperature", "alpha", "attribute"]),
+                  pd.DataFrame(columns=["dataset", "study", "student_arch", "teacher_arch",
+                                        "temperature", "alpha", "comparison"]))
+    cell = out[(out.dataset == "imagenet") & (out.role == "teacher")
+               & (out.teacher_arch == "resnet50")
+               & (out.student_arch == "resnet18") & (out.metric == "test_accuracy")]
+    assert len(cell) == 1 and cell.iloc[0]["status"] == "compared"
+    assert cell.iloc[0]["kdray_mean"] == pytest.approx(71.0)
+    assert "epochs=3" in cell.iloc[0]["recipe"]
