@@ -106,10 +106,11 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
         check_flags(args)  # every flag, before any work (and before Ray starts)
         exps, options = from_flags(args, experiments, default_store)
         plan = expand(exps)  # Experiments -> RunSpecs, once
-        store = check_store(args.store, write=not args.dry_run)  # before any work
+        store = check_store(args.store, write=False)  # readable; nothing written yet
         options = replace(options, wandb=_wandb(args, store))
-        if not args.dry_run:  # the cluster's workers joined; a store every node reaches
-            preflight.check(store, options)
+        if not args.dry_run:  # the cluster's workers joined; a store every node reaches,
+            preflight.check(store, options)  # refused before anything is written to it
+            check_store(args.store)  # and writable
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
