@@ -3,7 +3,8 @@
 steps), in a process where Ray, W&B, fairlearn, matplotlib, timm and transformers cannot be
 imported: a GPU box without them runs each. (What they measure is read on a quiet machine or
 a GPU, not here: no figure is asserted; these check that they run and print every line they
-promise.)"""
+promise.) ``teacher_verify.py`` (the store's teacher check on a moto S3 server) runs the same
+way."""
 
 import os
 import re
@@ -112,3 +113,10 @@ def test_trifeature_convergence_prints_every_epoch_and_the_change(tmp_path):
     assert summary["final_test_accuracy"] == rows[4]["test_accuracy"]
     assert summary["change_over_last_20pct_points"] == round(
         100 * abs(rows[4]["test_accuracy"] - rows[3]["test_accuracy"]), 2)  # epochs 4 -> 5
+
+
+def test_teacher_verify_benchmark_times_both_checks():
+    lines = run_script("teacher_verify.py", "--tiny").splitlines()
+    (row,) = [ln for ln in lines if "ETag (HEAD)" in ln]
+    assert row.split()[0] == "tiny" and re.search(r"ratio +\d+x$", row)
+    assert any(re.search(r"1\.0 MB +download +[\d.]+ ms$", ln) for ln in lines), lines
