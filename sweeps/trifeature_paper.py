@@ -51,6 +51,12 @@ A ResNet-20 teacher at 24 px reached 100 % test accuracy by epoch 15 (6,000 imag
 The rule and the ranking were fixed before stage 2 ran and before any fairness number of
 this recipe existed. README ("The paper's Trifeature experiment") has what the study printed,
 its time beside the quick study's, and the verdicts.
+
+**Known failure of this recipe:** run in full once (2-core machine, 2026-12-03), 37 of its 49
+DS students and 1 of 5 NDS stayed at chance (the DS loss flat from the first epoch at T >= 2:
+LeNet-5 at lr 0.1 under the T^2-scaled KD term), so its tables reproduce nothing. The rule
+above checked teachers and NDS only; a recipe that distilled students also learn under has
+yet to be chosen (README has two probes).
 """
 
 import sys
