@@ -55,6 +55,7 @@ PAPER_EPOCHS = 100
 ADDED_FIELDS: dict[str, Any] = {
     "deterministic": False,  # deterministic CUDA algorithms (kdray.training.gpu.set_determinism)
     "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.training.loop)
+    "kd_t_squared": True,  # the T^2 factor on the KD term (kdray.training.step.kd_loss)
 }
 
 
@@ -77,7 +78,8 @@ class RunSpec:
     arch : registry name of the trained model (``kdray.models``).
     seed : seed of the run; DS seed k distils from teacher seed k.
     teacher_arch, temperature, alpha : DS only. The loss is
-        ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE`` (paper eq. 6).
+        ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE`` (paper eq. 6
+        with Hinton et al.'s T^2 factor; ``kd_t_squared=False`` drops the factor).
     data : dataset options (e.g. ``image_size``); unset options take the dataset's defaults.
     epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_schedule, lr_milestones,
     lr_gamma, warmup_epochs, augmentation, pretrained : the recipe; ``None`` means the
@@ -92,6 +94,10 @@ class RunSpec:
         ViT, BERT); with BatchNorm each micro-batch has its own statistics, a different
         training (``kdray.training.step.backward_in_micro_batches``). Part of the identity
         only when set.
+    kd_t_squared : DS only: multiply the KD term by T^2 (Hinton et al. 2015; the default) or
+        not (the paper's eq. 6 as written, ``False``). Teachers and NDS have no KD term, so
+        theirs is always the default: a DS spec and its ``teacher_spec()`` name the same
+        teacher either way. Part of the identity only when False.
 
     Constructing a spec resolves it (:func:`resolve`); a bad field raises ``ValueError``
     naming it (``temperature: -1 is not > 0``).
@@ -120,6 +126,7 @@ class RunSpec:
     # fields added later (ADDED_FIELDS): out of the identity while at their default
     deterministic: bool = False
     micro_batch_size: int | None = None
+    kd_t_squared: bool = True
 
     def __post_init__(self) -> None:
         for name, value in resolve(self).items():  # a frozen dataclass: set them once, here
@@ -248,6 +255,8 @@ def _check_identity(fields: dict[str, Any]) -> None:
         for key in ("temperature", "alpha"):
             check(key, fields[key])
             fields[key] = float(fields[key])
+    elif fields["kd_t_squared"] is False:  # a recipe shared with DS runs: no KD term here
+        fields["kd_t_squared"] = True
 
 
 def _dataset_options(name: str, options: Mapping[str, Any] | None, dataset) -> "_FrozenDict":
@@ -300,7 +309,7 @@ def _check_recipe(fields: dict[str, Any]) -> None:
     if list(milestones) != sorted(set(milestones)):
         raise ValueError(f"lr_milestones: {milestones!r} is not strictly increasing")
     fields["lr_milestones"] = milestones
-    for key in ("pretrained", "deterministic"):
+    for key in ("pretrained", "deterministic", "kd_t_squared"):
         if not isinstance(fields[key], bool):
             raise ValueError(f"{key}: {fields[key]!r} is not a bool")
     if fields["micro_batch_size"] is not None:

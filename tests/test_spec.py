@@ -145,7 +145,8 @@ def test_fields_added_later_leave_existing_run_ids_unchanged(run_id):
     s = RunSpec(**fields)
     assert s.run_id == run_id
     assert not set(ADDED_FIELDS) & set(s.to_dict())  # at their defaults: not in the identity
-    assert RunSpec(**fields, deterministic=False, micro_batch_size=None).run_id == run_id
+    assert RunSpec(**fields, deterministic=False, micro_batch_size=None,
+                   kd_t_squared=True).run_id == run_id
     assert RunSpec.from_dict(s.to_dict()) == s  # a run.json written before them reads back
 
 
@@ -165,3 +166,17 @@ def test_added_fields_are_checked():
         RunSpec(**TEACHER, deterministic=1)
     with pytest.raises(ValueError, match=r"^micro_batch_size: 128 is not <= batch_size 64"):
         RunSpec(**TEACHER, micro_batch_size=128)
+    with pytest.raises(ValueError, match=r"^kd_t_squared: 'no' is not a bool"):
+        RunSpec(**DS, kd_t_squared="no")
+
+
+def test_a_ds_without_the_t_squared_factor_is_another_run_of_the_same_teacher():
+    plain = RunSpec(**DS)
+    printed = plain.replace(kd_t_squared=False)  # the paper's eq. (6) as printed
+    assert printed.run_id != plain.run_id and printed.cohort_key != plain.cohort_key
+    assert printed.to_dict()["kd_t_squared"] is False
+    assert RunSpec.from_dict(json.loads(json.dumps(printed.to_dict()))) == printed
+    assert printed.teacher_spec() == plain.teacher_spec()  # one teacher serves both
+    # a recipe shared by every role: teachers and NDS have no KD term, so no new identity
+    nds = RunSpec(dataset=DS["dataset"], role="nds", arch=DS["arch"], seed=DS["seed"])
+    assert nds.replace(kd_t_squared=False).run_id == nds.run_id

@@ -25,6 +25,8 @@ def test_kd_loss_against_a_direct_computation():
         ce = -torch.log_softmax(s, dim=1)[torch.arange(6), y].mean()
         expected = alpha * T * T * kl + (1 - alpha) * ce
         assert torch.allclose(kd_loss(s, t, y, T, alpha), expected, atol=1e-6)
+        as_printed = alpha * kl + (1 - alpha) * ce  # the paper's eq. (6): no T^2 factor
+        assert torch.allclose(kd_loss(s, t, y, T, alpha, t_squared=False), as_printed, atol=1e-6)
 
 
 def test_kd_term_vanishes_when_student_matches_teacher():
@@ -113,6 +115,22 @@ def test_resume_of_a_distilled_student_equals_uninterrupted(digits):
     _, state = _train(spec, digits, teacher=teacher.model, stop_after=1)
     resumed, _ = _train(spec, digits, teacher=teacher.model, resume=state)
     assert np.array_equal(full.predict()[0], resumed.predict()[0])
+
+
+def test_the_loop_trains_with_the_specs_kd_term(digits):
+    """``kd_t_squared=False`` reaches the loss: equal training at T = 1 (T^2 = 1), not at T = 4."""
+    teacher, _ = _train(_spec(epochs=1), digits)
+
+    def weights(temperature, t_squared):
+        spec = RunSpec(dataset="digits", role="ds", arch="lenet5", teacher_arch="resnet20",
+                       temperature=temperature, alpha=0.8, epochs=1, batch_size=64,
+                       data={"image_size": 16}, lr=STABLE_LR, kd_t_squared=t_squared)
+        trained, _ = _train(spec, digits, teacher=teacher.model)
+        assert not trained.failed
+        return trained.model.state_dict()["fc3.weight"]
+
+    assert torch.equal(weights(1.0, True), weights(1.0, False))
+    assert not torch.allclose(weights(4.0, True), weights(4.0, False), atol=1e-4)
 
 
 def test_checkpoint_of_another_run_is_refused(digits):

@@ -304,7 +304,8 @@ class Trainer:
         def loss_of(logits: torch.Tensor, rows: slice) -> torch.Tensor:
             if t_logits is None:
                 return F.cross_entropy(logits.float(), y[rows])
-            return kd_loss(logits, t_logits[rows], y[rows], s.spec.temperature, s.spec.alpha)
+            return kd_loss(logits, t_logits[rows], y[rows], s.spec.temperature, s.spec.alpha,
+                           s.spec.kd_t_squared)
 
         while True:
             s.optimizer.zero_grad(set_to_none=True)

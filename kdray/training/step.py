@@ -9,7 +9,8 @@ minimise the paper's eq. (6) with Hinton et al.'s KD term::
 
 where ``s`` and ``t`` are the student's and the (eval-mode, frozen) teacher's logits on the
 same augmented batch. The T^2 factor keeps the soft term's gradient scale comparable across
-temperatures (its gradient w.r.t. ``s`` shrinks as 1/T^2).
+temperatures (its gradient w.r.t. ``s`` shrinks as 1/T^2). The paper's eq. (6) as printed
+has no such factor; a spec with ``kd_t_squared=False`` trains without it.
 
 Recipe (all from the spec): SGD with momentum or AdamW; the learning rate follows a
 per-step schedule (``multistep``: x ``lr_gamma`` at each milestone epoch; ``cosine``;
@@ -46,15 +47,17 @@ warnings.filterwarnings("ignore", message="This instance was constructed with ca
 # Loss
 # ----------------------------------------------------------------------------------------
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """Paper eq. (6): ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
+            temperature: float, alpha: float, t_squared: bool = True) -> torch.Tensor:
+    """Paper eq. (6): ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``;
+    without the ``T^2`` when ``t_squared`` is False (the equation as the paper prints it).
 
     KL is summed over classes and averaged over the batch. Computed in float32.
     """
     s, t = student.float(), teacher.float()
     kl = F.kl_div(F.log_softmax(s / temperature, dim=-1), F.log_softmax(t / temperature, dim=-1),
                   reduction="batchmean", log_target=True)
-    return alpha * temperature ** 2 * kl + (1.0 - alpha) * F.cross_entropy(s, labels)
+    scale = temperature ** 2 if t_squared else 1.0
+    return alpha * scale * kl + (1.0 - alpha) * F.cross_entropy(s, labels)
 
 
 # ----------------------------------------------------------------------------------------
