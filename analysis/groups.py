@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from kdray.spec import ROLES, RunSpec
+from kdray.spec import KD_FIELDS, ROLES, RunSpec
 
 # What names a model within a study; every other RunSpec field is the study.
 MODEL_FIELDS = ("arch", "teacher_arch", "seed", "role", "temperature", "alpha")
@@ -51,6 +51,40 @@ def study_key(spec: Mapping[str, Any]) -> str:
     older run.json counts as ``null``)."""
     return json.dumps({f: spec.get(f) for f in STUDY_FIELDS}, sort_keys=True,
                       separators=(",", ":"), default=str)
+
+
+def share_references(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table with each teacher and NDS run listed in every study it serves.
+
+    A teacher or NDS has no KD term, so its spec holds the default of every KD field
+    (:data:`kdray.spec.KD_FIELDS`, e.g. ``kd_t_squared``), and DS runs that set one (the
+    paper's eq. 6 without the T^2 factor) are in a study of their own. Such a study gets a
+    copy of each teacher/NDS row whose study fields are equal but for the KD fields; the row
+    stays in its own study only where DS runs of that study exist or no other study takes it.
+    """
+    ds_keys = set(runs.loc[runs["role"] == "ds", "study_key"])
+    takers: dict[str, list[str]] = {}
+    for key in sorted(ds_keys):
+        own = _without_kd(key)
+        if own != key:
+            takers.setdefault(own, []).append(key)
+    if not takers:
+        return runs
+    refs = runs["role"] != "ds"
+    parts, moved = [runs], pd.Series(False, index=runs.index)
+    for own, keys in takers.items():
+        served = refs & (runs["study_key"] == own)
+        parts += [runs[served].assign(study_key=k) for k in keys]
+        moved |= served & (own not in ds_keys)
+    parts[0] = runs[~moved]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _without_kd(key: str) -> str:
+    """A study key with its KD fields as a teacher's run.json has them (absent: null)."""
+    d = json.loads(key)
+    d.update({f: None for f in KD_FIELDS if f in d})
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def label_studies(runs: pd.DataFrame) -> pd.Series:

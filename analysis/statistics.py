@@ -123,6 +123,7 @@ def compute(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]]
     if runs.empty:
         raise ValueError(f"no complete runs in {summary.store}: " + "; ".join(
             [summary.counts()] + [s.strip() for s in summary.lines()[1:]]))
+    runs = groups.share_references(runs)
     runs["study"] = groups.label_studies(runs)
     groups.check_unique_seeds(runs)
     groups.check_same_samples(runs, {r: per_run[r]["fingerprint"] for r in runs["run_id"]})

@@ -57,6 +57,9 @@ ADDED_FIELDS: dict[str, Any] = {
     "micro_batch_size": None,  # gradient accumulation over micro-batches (kdray.training.loop)
     "kd_t_squared": True,  # the T^2 factor on the KD term (kdray.training.step.kd_loss)
 }
+# Recipe fields of the KD term: only DS runs use them, so teachers and NDS always hold the
+# default and serve the DS runs of every value (the analysis lists them in each such study).
+KD_FIELDS: dict[str, Any] = {"kd_t_squared": True}
 
 
 def _canonical_json(obj: Any) -> str:
@@ -255,8 +258,8 @@ def _check_identity(fields: dict[str, Any]) -> None:
         for key in ("temperature", "alpha"):
             check(key, fields[key])
             fields[key] = float(fields[key])
-    elif fields["kd_t_squared"] is False:  # a recipe shared with DS runs: no KD term here
-        fields["kd_t_squared"] = True
+    else:  # a recipe shared with DS runs: a teacher or NDS has no KD term
+        fields.update(KD_FIELDS)
 
 
 def _dataset_options(name: str, options: Mapping[str, Any] | None, dataset) -> "_FrozenDict":

@@ -131,3 +131,37 @@ def test_every_reader_verifies_the_checksum_with_the_store(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=f"run {t}: predictions.parquet changed"):
         comparison_task(store, {"name": "x", "pairs": json.dumps([[0, t, d, sha[t], sha[d]]])})
     assert analysis.unchanged_tables(root) is None
+
+
+def _kd_runs(root: str, ds_variants: list[dict]) -> None:
+    for s in range(2):
+        for role, arch, extra in ROLES[:2]:
+            write_run(root, make_spec("toy", role, arch, s, **extra), LABEL, LABEL)
+        for variant in ds_variants:
+            write_run(root, make_spec("toy", "ds", "small", s, **ROLES[2][2], **variant),
+                      LABEL, LABEL)
+
+
+def _members(result) -> dict[str, list[str]]:
+    runs = result.runs.sort_values(["role", "seed"])
+    return {study: list(sub["role"]) for study, sub in runs.groupby("study")}
+
+
+def test_teachers_and_nds_serve_ds_runs_without_the_t_squared_factor(tmp_path, ray_local):
+    """A teacher has no KD term: DS runs with ``kd_t_squared: false`` are compared with it."""
+    root = str(tmp_path / "store")
+    _kd_runs(root, [{"kd_t_squared": False}])
+    result = analysis.run(root, wandb_mode="disabled")
+    assert _members(result) == {"": ["ds", "ds", "nds", "nds", "teacher", "teacher"]}
+    (exp,) = result.experiments
+    assert len(exp.ds) == len(exp.nds) == len(exp.teacher) == 2
+
+
+def test_both_kd_terms_in_one_store_are_two_studies_sharing_the_teachers(tmp_path, ray_local):
+    root = str(tmp_path / "store")
+    _kd_runs(root, [{}, {"kd_t_squared": False}])
+    result = analysis.run(root, wandb_mode="disabled")
+    both = ["ds", "ds", "nds", "nds", "teacher", "teacher"]
+    assert _members(result) == {"kd_t_squared=None": both, "kd_t_squared=False": both}
+    assert [len(e.teacher) for e in result.experiments] == [2, 2]
+    assert len(result.unreferenced) == 0
