@@ -158,8 +158,14 @@ def _missing_lines(claims: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _epilogue(comparison: pd.DataFrame, claims: pd.DataFrame, counts: pd.DataFrame
-              ) -> list[Block]:
+def _near_chance_line(stats: Statistics) -> list[str]:
+    n, total = stats.near_chance["run_id"].nunique(), stats.runs["run_id"].nunique()
+    return [f"- runs near chance (learned almost nothing): {n} of {total}; the means and "
+            "verdicts include them (tables.md lists them)"] if n else []
+
+
+def _epilogue(comparison: pd.DataFrame, claims: pd.DataFrame, counts: pd.DataFrame,
+              near_chance: list[str]) -> list[Block]:
     done = comparison[comparison["status"] == "compared"]
     recipes = [f"- {study_name(d, s)}: kdray recipe {r}" for d, s, r in
                done[["dataset", "study", "recipe"]].drop_duplicates().itertuples(index=False)]
@@ -168,7 +174,7 @@ def _epilogue(comparison: pd.DataFrame, claims: pd.DataFrame, counts: pd.DataFra
     absent = claims["reason"] == "not in the store"
     tally = claims.loc[~absent, "verdict"].value_counts()
     out: list[Block] = [Text((
-        "", f"## Beside the paper ({PAGE})", "", *recipes,
+        "", f"## Beside the paper ({PAGE})", "", *recipes, *near_chance,
         f"- paper numbers the store has: {per_table}",
         "- verdicts on the store's experiments: "
         + ", ".join(f"{tally.get(v, 0)} {v}" for v in VERDICTS)
@@ -192,7 +198,8 @@ def extend(report: Report, stats: Statistics) -> None:
               "its five seeds). #SC and #TC are counts. Each study's recipe is named where it "
               "differs from the paper's (Appendix C, as kdray's defaults implement it): a "
               "study on another recipe is not the paper's experiment. All cells, with the "
-              "ones the store lacks (`not run`), are in paper_comparison.csv.", "",
+              "ones the store lacks (`not run`), are in paper_comparison.csv.",
+              *(["", *_near_chance_line(stats)] if len(stats.near_chance) else []), "",
               "## Cells compared", "")),
         Table("paper/table_counts", "The paper's numbers the store has, per table", counts),
         *blocks, *_claim_blocks(claims)]
@@ -202,6 +209,6 @@ def extend(report: Report, stats: Statistics) -> None:
                       Table("paper_claims", "The paper's claims, verdicts", claims,
                             "paper_claims.csv"),
                       *[b for b in page if isinstance(b, Table)]]
-    report.epilogue += _epilogue(comparison, claims, counts)
+    report.epilogue += _epilogue(comparison, claims, counts, _near_chance_line(stats))
     report.summary.update({f"claims_{v.replace(' ', '_')}": int((claims["verdict"] == v).sum())
                            for v in VERDICTS})

@@ -29,7 +29,7 @@ from analysis.groups import COMPARISONS, Names, PairTable, pair_tables, slug, st
 from analysis.index import StatsIndex
 from analysis.model import Block, Figure, Report, Table, Text
 from analysis.noise import NOISE_NOTE, noise_cells, noise_header
-from analysis.statistics import Comparison, Statistics
+from analysis.statistics import NEAR_CHANCE, Comparison, Statistics
 
 DASH = "–"
 MAX_NAMED = 10  # significant classes named per cell of tables.md
@@ -180,6 +180,7 @@ def _notes(stats: Statistics, ix: StatsIndex) -> list[Block]:
                 Table("tables/too_few_seeds", "Groups with too few seeds (listed, not tested)",
                       pd.DataFrame(rows, columns=["group", "comparison", "DS seeds",
                                                   "reference seeds"]))]
+    out += _near_chance(stats)
     unused = stats.unreferenced
     if len(unused):
         rows = []
@@ -200,6 +201,25 @@ def _notes(stats: Statistics, ix: StatsIndex) -> list[Block]:
                      "(TPR) or no negatives (FPR) for a class is left out of that rate's max - "
                      "min instead of counting as 0 (fairlearn's default).")))
     return out
+
+
+def _near_chance(stats: Statistics) -> list[Block]:
+    low = stats.near_chance.drop_duplicates("run_id")  # a teacher may serve several studies
+    if not len(low):
+        return []
+    rows = [[study_name(r.dataset, r.study), r.role, r.arch,
+             "" if pd.isna(r.temperature) else f"{r.temperature:g}", r.seed, r.run_id,
+             f"{100 * r.test_accuracy:.2f}", f"{100 * r.balanced_accuracy:.2f}"]
+            for r in low.sort_values(["dataset", "study", "role", "temperature", "seed"])
+            .itertuples()]
+    return [Text(("", f"## Runs near chance ({len(low)} of {stats.runs['run_id'].nunique()}: "
+                  f"they learned almost nothing)", "",
+                  f"Balanced accuracy below chance + {NEAR_CHANCE:g} x (1 - chance). They are "
+                  "in every table above; a mean over seeds that includes one says little "
+                  "about the recipe's models.")),
+            Table("tables/near_chance", "Runs near chance",
+                  pd.DataFrame(rows, columns=["dataset", "role", "arch", "T", "seed", "run_id",
+                                              "Test Acc. (%)", "Balanced Acc. (%)"]))]
 
 
 # -- the data tables -------------------------------------------------------------------------
