@@ -48,7 +48,10 @@ def test_trifeature_paper_smoke_test(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "sweep: 6 ran, 0 skipped" in out.stdout  # shape only, unless --datasets says more
     assert "## trifeature-shape: resnet20 / lenet5, alpha = 0.8" in out.stdout
-    assert "kd_t_squared=" not in out.stdout  # its DS (no T^2) share one study with teachers, NDS
+    # its DS (no T^2) share one study with the teachers and NDS: no "[kd_t_squared=...]" label;
+    # the recipe line beside the paper names kd_t_squared=false, as it differs from the default
+    assert "trifeature-shape [" not in out.stdout
+    assert "kd_t_squared=false" in out.stdout.split("## Beside the paper")[1]
     assert "trifeature-texture" not in out.stdout.split("## Beside the paper")[0]
     assert "## Beside the paper (paper_comparison.md)" in out.stdout
     assert (tmp_path / "store" / "analysis" / "paper_comparison.md").exists()
