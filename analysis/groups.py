@@ -84,7 +84,7 @@ def _without_kd(key: str) -> str:
     """A study key with its KD fields as a teacher's run.json has them (absent: null)."""
     d = json.loads(key)
     d.update({f: None for f in KD_FIELDS if f in d})
-    return json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return study_key(d)
 
 
 def label_studies(runs: pd.DataFrame) -> pd.Series:

@@ -190,6 +190,7 @@ def extend(report: Report, stats: Statistics) -> None:
     comparison, claims = stats.paper_comparison, stats.claims
     counts = table_counts(comparison)
     blocks, shown = _compared_blocks(comparison)
+    near_chance = _near_chance_line(stats)
     page: list[Block] = [
         Text(("# kdray beside the paper", "",
               "Every number of the paper's Tables 1, 2, 3, 5, 6, 7, 8 and 9 "
@@ -199,7 +200,7 @@ def extend(report: Report, stats: Statistics) -> None:
               "differs from the paper's (Appendix C, as kdray's defaults implement it): a "
               "study on another recipe is not the paper's experiment. All cells, with the "
               "ones the store lacks (`not run`), are in paper_comparison.csv.",
-              *(["", *_near_chance_line(stats)] if len(stats.near_chance) else []), "",
+              *(["", *near_chance] if near_chance else []), "",
               "## Cells compared", "")),
         Table("paper/table_counts", "The paper's numbers the store has, per table", counts),
         *blocks, *_claim_blocks(claims)]
@@ -209,6 +210,6 @@ def extend(report: Report, stats: Statistics) -> None:
                       Table("paper_claims", "The paper's claims, verdicts", claims,
                             "paper_claims.csv"),
                       *[b for b in page if isinstance(b, Table)]]
-    report.epilogue += _epilogue(comparison, claims, counts, _near_chance_line(stats))
+    report.epilogue += _epilogue(comparison, claims, counts, near_chance)
     report.summary.update({f"claims_{v.replace(' ', '_')}": int((claims["verdict"] == v).sum())
                            for v in VERDICTS})

@@ -19,6 +19,7 @@ is the renderers'.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,7 @@ class Statistics:
         """Comparison name -> its sparse matrix."""
         return {c.name: c.matrix for c in self.comparisons}
 
-    @property
+    @cached_property
     def near_chance(self) -> pd.DataFrame:
         """The runs (rows of :attr:`runs`) that learned almost nothing (:data:`NEAR_CHANCE`),
         with their ``balanced_accuracy``."""

@@ -59,7 +59,7 @@ ADDED_FIELDS: dict[str, Any] = {
 }
 # Recipe fields of the KD term: only DS runs use them, so teachers and NDS always hold the
 # default and serve the DS runs of every value (the analysis lists them in each such study).
-KD_FIELDS: dict[str, Any] = {"kd_t_squared": True}
+KD_FIELDS: dict[str, Any] = {f: ADDED_FIELDS[f] for f in ("kd_t_squared",)}
 
 
 def _canonical_json(obj: Any) -> str:
