@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -136,3 +141,16 @@ def test_fairness_table_is_mean_and_std_over_seeds_in_percent():
     assert teacher["eod_std"] == pytest.approx(np.std([30, 10], ddof=1))
     assert pd.isna(teacher["temperature"]) and pd.isna(teacher["teacher_arch"])
     assert t.iloc[1]["dpd_std"] == pytest.approx(0.0)
+
+
+def test_weighted_cells_benchmark_finds_the_rows_rates_bit_for_bit():
+    """benchmarks/fairness_cells.py: fairlearn over every stacked row and over the weighted
+    distinct cells (what the fairlearn backend does) give the same rates; the small sample
+    leaves some (group, class) without positives, the 0/0 case included."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "fairness_cells.py"),
+                          "--samples", "300", "--repeat", "1"], capture_output=True, text=True,
+                         timeout=300, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "300 samples x 10 classes, 10 groups: rates bit-identical" in out.stdout
+    assert "ratio:" in out.stdout
