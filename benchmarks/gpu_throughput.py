@@ -16,7 +16,8 @@ Rows:
 - lone DS trial, eager (``cuda_graph=False``) and graph-captured;
 - the same with deterministic algorithms (``RunSpec.deterministic``: its cost);
 - a cohort of 13 DS students (T = 1..10, 20, 30, 40), eager and graph-captured, and with the
-  teacher cast to bf16 once (``teacher_bf16``: measured here because it is off by default);
+  teacher cast to bf16 once (``teacher_bf16``: measured here because it is off by default),
+  and replaying stored teacher logits (what an extension's cohort does: no teacher forward);
 - N processes sharing the GPU (N = 1, 4, 8), each a graph-captured lone trial or cohort,
   each bounded to 1/N of the memory as a Ray trial would be (``kdray.training.gpu.limit_memory``),
   started together after their warm-up: aggregate student images/s.
@@ -93,6 +94,8 @@ def measure(mode: str, cfg: dict, seconds: float, go=None) -> dict:
     trainer = Trainer(specs, data, device=cfg["device"], teacher=teacher, num_workers=0,
                       cuda_graph="graph" in parts, teacher_bf16="bf16" in parts)
     cuda = trainer.cuda
+    if "replay" in parts:
+        replay_teacher_logits(trainer)
 
     def sync():
         if cuda:
@@ -115,6 +118,24 @@ def measure(mode: str, cfg: dict, seconds: float, go=None) -> dict:
     return {"mode": mode, "images_per_s": images / elapsed, "students": len(specs),
             "captured": trainer.captured, "graph_off": trainer.graph_off,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0}
+
+
+def replay_teacher_logits(trainer) -> None:
+    """Record one epoch of teacher logits, then replay them (every epoch the same: the
+    students' time does not depend on the values) as an extension's cohort does."""
+    from kdray.training.teacher_logits import TeacherLogits
+
+    shape = trainer.teacher_logits_shape()
+    trainer.use_teacher_logits(TeacherLogits(shape, trainer.device))
+    trainer.train_epoch()
+    table = trainer.teacher_logits.table
+    table[1:] = table[0]
+
+    class Cycling(TeacherLogits):  # a timed window may outlast the recipe's epochs
+        def before_step(self, epoch: int, step: int) -> None:
+            super().before_step(epoch % self.shape[0], step)
+
+    trainer.use_teacher_logits(Cycling(shape, trainer.device, table))
 
 
 # ----------------------------------------------------------------------------------------
@@ -172,9 +193,10 @@ def processes(mode: str, n: int, args) -> dict:
 # The run
 # ----------------------------------------------------------------------------------------
 ROWS = ["lone-eager", "lone-graph", "lone-graph-det", "cohort-eager", "cohort-graph",
-        "cohort-graph-bf16"]
+        "cohort-graph-bf16", "cohort-graph-replay"]
 LABELS = {"lone": "lone DS trial", "cohort": "cohort of {n} DS", "eager": "eager",
-          "graph": "CUDA graph", "det": "deterministic", "bf16": "teacher bf16 once"}
+          "graph": "CUDA graph", "det": "deterministic", "bf16": "teacher bf16 once",
+          "replay": "teacher logits replayed"}
 
 
 def label(mode: str, students: int) -> str:

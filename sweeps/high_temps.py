@@ -4,7 +4,9 @@
 
 Same experiment list as ``sweeps/full_paper.py`` (``kdray/sweep/paper.py``); teachers and
 non-distilled students are the same runs, so on a store where the full study is complete
-only the new distilled students train.
+only the new distilled students train; a cohort whose teacher logits the study recorded
+replays them instead of running its teacher (``kdray/trial/teacher_logits.py``: tables up to
+``$KDRAY_TEACHER_LOGITS_MB``, default 1024 MiB).
 """
 
 import sys

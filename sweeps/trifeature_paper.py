@@ -8,7 +8,8 @@ ResNet-20 teacher, LeNet-5 non-distilled (NDS) and distilled students (DS, T = 1
 alpha = 0.8), 5 seeds; label ``shape`` (or ``texture``), fairness w.r.t. ``color`` and
 ``texture`` (``shape`` for the texture label). ``--temperatures 20 30 40`` adds the appendix's
 high temperatures: the teachers and NDS are the same runs, so only the 15 new DS runs train
-(5 cohorts of 3). The analysis prints the tables, then the paper's numbers beside kdray's and
+(5 cohorts of 3), and they run no teacher: each replays the teacher logits its seed's cohort
+of the study recorded in the store (``kdray/trial/teacher_logits.py``). The analysis prints the tables, then the paper's numbers beside kdray's and
 the paper's claims judged by rules fixed before any run (``analysis/claims.py``).
 
 The recipe is the paper's (Appendix C): SGD, momentum 0.9, lr 0.1, weight decay 1e-3, batch

@@ -1,9 +1,11 @@
 """Extending a finished study through a sweep script's command line: new temperatures, then
-new seeds, schedule only the new runs, and the analysis picks them up with nothing else to do."""
+new seeds, schedule only the new runs (the new temperatures' cohorts replay the teacher logits
+the study's recorded), and the analysis picks them up with nothing else to do."""
 
 import pytest
 
 from conftest import TINY_RECIPE, TINY_TRIFEATURE
+from kdray.store import Store
 from kdray.sweep.cli import sweep_main
 from kdray.sweep.grid import Experiment
 
@@ -27,6 +29,10 @@ def test_extend_temperatures_then_seeds(ray_local, data_root, tmp_path, capsys):
     assert code == 0 and "sweep: 2 ran, 8 skipped" in out  # only the DS at T = 4 (2 seeds)
     assert "stage 1: 0 teacher/NDS runs to train" in out
     assert "| DS | 4 |" in out  # the analysis includes the new temperature
+    store = Store(str(tmp_path / "store"))
+    new = [r for r in store.list_run_ids() if "-ds-T4-" in r]
+    assert len(new) == 2  # they ran no teacher: the study's cohorts recorded its logits
+    assert all(store.read_run_json(r)["teacher_logits"].startswith("replayed from ") for r in new)
 
     code, out = _sweep(common + ["--temperatures", "1", "2", "4", "--seeds", "0", "1", "2"], capsys)
     assert code == 0 and "sweep: 5 ran, 10 skipped" in out  # 1 teacher, 1 NDS, 3 DS of seed 2

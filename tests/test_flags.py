@@ -100,6 +100,13 @@ def test_bad_progress_interval_from_the_environment(no_ray, tmp_path, capsys, mo
     assert "$KDRAY_PROGRESS_INTERVAL: '-2' is not > 0" in capsys.readouterr().err
 
 
+def test_bad_teacher_logits_limit_from_the_environment(no_ray, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KDRAY_TEACHER_LOGITS_MB", "2GB")
+    assert sweep_main([EXP], ["--store", str(tmp_path / "store")]) == 2
+    assert "$KDRAY_TEACHER_LOGITS_MB: '2GB' is not an integer >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
 def test_good_flags_reach_the_plan(no_ray, tmp_path, capsys):
     """The checks refuse only bad values: --epochs 1 (not 0) is applied, in a dry run."""
     plan = tmp_path / "plan.json"

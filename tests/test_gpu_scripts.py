@@ -1,5 +1,5 @@
 """The benchmarks that train (``gpu_throughput.py``, ``gpu_study.py``, ``cohort.py``,
-``optimizer_step.py``) run on the CPU in their ``--tiny`` mode (their real code paths, a few
+``teacher_logits.py``, ``optimizer_step.py``) run on the CPU in their ``--tiny`` mode (their real code paths, a few
 steps), in a process where Ray, W&B, fairlearn, matplotlib, timm and transformers cannot be
 imported: a GPU box without them runs each. (What they measure is read on a quiet machine or
 a GPU, not here: no figure is asserted; these check that they run and print every line they
@@ -63,6 +63,7 @@ def test_gpu_throughput_tiny_measures_every_row(tmp_path):
     names = ["lone DS trial, eager", "lone DS trial, CUDA graph",
              "lone DS trial, CUDA graph, deterministic", "cohort of 2 DS, eager",
              "cohort of 2 DS, CUDA graph", "cohort of 2 DS, CUDA graph, teacher bf16 once",
+             "cohort of 2 DS, CUDA graph, teacher logits replayed",
              "2 processes: lone DS trial, CUDA graph", "2 processes: cohort of 2 DS, CUDA graph"]
     rows = [ln for ln in table if any(ln.startswith(n + " ") for n in names)]
     assert [next(n for n in sorted(names, key=len, reverse=True) if r.startswith(n + " "))
@@ -89,6 +90,16 @@ def test_cohort_benchmark_prints_both_cases_their_shared_share_and_the_speedup()
     assert re.search(r"a cohort of 13 saving exactly that: \d+\.\d\dx", shared[1])
     assert re.fullmatch(r"cohort speedup: \d+\.\d\dx \(resnet20 -> lenet5, trifeature-shape 16 px, "
                         r"N = 3\)", lines[-1])
+
+
+def test_teacher_logits_benchmark_replays_bit_for_bit_and_prints_the_speedup():
+    lines = run_script("teacher_logits.py", "--tiny").splitlines()
+    assert "resnet20 -> lenet5, trifeature-shape 24 px, N = 3" in lines[0]
+    rates = [ln.split()[1] for ln in lines if re.search(r"^  teacher \w+ +[\d,]+ student img/s$", ln)]
+    assert rates == ["running", "recording", "replaying"]
+    assert "  replaying cohort: the same weights as the running cohort, bit for bit" in lines
+    assert re.fullmatch(r"recording overhead: \d+\.\d\dx", lines[-2])
+    assert re.fullmatch(r"replay speedup: \d+\.\d\dx", lines[-1])
 
 
 def test_optimizer_benchmark_times_fused_and_default_steps():

@@ -19,6 +19,7 @@ def check_flags(args: argparse.Namespace) -> None:
     """Every flag's value, before any work: a ValueError naming the flag, the value and what
     was expected (argparse itself rejects a missing or non-numeric value)."""
     from kdray.sweep.progress import check_interval, interval_from_env
+    from kdray.trial import teacher_logits
 
     _check_axis("--datasets", args.datasets, lambda v: bool(v.strip()), "a dataset name")
     for flag, name, field in AXES:
@@ -40,6 +41,7 @@ def check_flags(args: argparse.Namespace) -> None:
         check_interval(plain(args.progress_interval), "--progress-interval")
     else:
         interval_from_env()  # a bad $KDRAY_PROGRESS_INTERVAL is named too
+    teacher_logits.limit_mb()  # and a bad $KDRAY_TEACHER_LOGITS_MB
 
 
 def _check_axis(flag: str, values, ok, wanted: str) -> None:

@@ -22,7 +22,10 @@ statistics that runs out of memory halves its micro-batch and retries the step.
 
 Cohorts: the DS runs of one teacher seed that differ only in temperature and alpha train
 together (:class:`Trainer` takes a list of specs): one data draw and one teacher forward per
-batch, then each student's own loss and update. A lone run is a cohort of one.
+batch, then each student's own loss and update. A lone run is a cohort of one. The
+teacher's logits of a whole run can be recorded by one cohort and replayed by a later one of
+the same data stream (an extension to new temperatures), which then runs no teacher at all
+(``kdray.training.teacher_logits``).
 
 Determinism and resume: the data order and the augmentation of epoch e come from a
 generator seeded by (seed, e), and :meth:`Trainer.state_dict` holds the model, optimiser,
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 from kdray.training import gpu
 from kdray.data import DatasetSplits, TensorData, epoch_seed
 from kdray.training.graph import StaticBatch, StepGraph
+from kdray.training.teacher_logits import TeacherLogits
 from kdray.models import build_model
 from kdray.spec import RunSpec
 from kdray.training.step import (N_VIEWS, PAD, augment_views, backward_in_micro_batches,  # noqa: F401
@@ -143,6 +147,7 @@ class Trainer:
                 data.train.augmentation = spec.augmentation
         self.students = [self._student(s) for s in specs]
         self.epoch = 0
+        self.teacher_logits: TeacherLogits | None = None  # record or replay: use_teacher_logits
 
     def _why_not_captured(self, cuda_graph: bool | None) -> str | None:
         for reason, applies in (("turned off", not gpu.graphs_enabled(cuda_graph)),
@@ -190,6 +195,17 @@ class Trainer:
     def failed(self) -> dict[str, str]:
         """run_id -> why, for the students that stopped."""
         return {s.run_id: s.failed for s in self.students if s.failed is not None}
+
+    def teacher_logits_shape(self) -> tuple[int, int, int, int]:
+        """``(epochs, steps per epoch, batch, classes)``: every teacher logit of a run."""
+        return (self.spec.epochs, self.steps_per_epoch, self.batch_size, self.data.num_classes)
+
+    def use_teacher_logits(self, logits: TeacherLogits) -> None:
+        """Record the teacher's logits into ``logits``, or replay them from it (a DS
+        cohort; before training: a captured step reads its buffer)."""
+        if self.teacher is None:
+            raise ValueError(f"teacher logits: {self.spec.run_id} has no teacher")
+        self.teacher_logits, self._graph = logits, None
 
     @property
     def captured(self) -> bool:
@@ -279,10 +295,7 @@ class Trainer:
         ``host=False`` only the device work (what a CUDA graph captures): no student RNG
         switching and no schedule step, which the caller does after each replay."""
         x = self._inputs(x, views)
-        t_logits = None
-        if self.teacher is not None:  # once per batch, for every student
-            with torch.no_grad(), self._autocast():
-                t_logits = self.teacher(x)
+        t_logits = None if self.teacher is None else self._teacher_forward(x)
         for s in students:
             if host:
                 torch.set_rng_state(s.rng_cpu)
@@ -296,6 +309,18 @@ class Trainer:
                     s.draws_random |= not torch.equal(rng_cpu, s.rng_cpu) or (
                         rng_cuda is not None and not torch.equal(rng_cuda, s.rng_cuda))
                 s.rng_cpu, s.rng_cuda = rng_cpu, rng_cuda
+
+    def _teacher_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits of the batch, once for every student: replayed from
+        :attr:`teacher_logits` when it holds them, else computed (and recorded into it)."""
+        cache = self.teacher_logits
+        if cache is not None and cache.replaying:
+            return cache.current
+        with torch.no_grad(), self._autocast():
+            t_logits = self.teacher(x)
+        if cache is not None:
+            cache.keep(t_logits)
+        return t_logits
 
     def _update(self, s: Student, x: torch.Tensor, y: torch.Tensor,
                 t_logits: torch.Tensor | None, host: bool = True) -> None:
@@ -375,8 +400,10 @@ class Trainer:
             s.model.train()
             for key, value in s.tally.items():  # in place: a captured step adds into them
                 value.fill_(1 if key == "finite" else 0)
-        seen, graph = 0, self._step_graph(students)
-        for x, views, y in self._train_batches():
+        seen, graph, cache = 0, self._step_graph(students), self.teacher_logits
+        for step, (x, views, y) in enumerate(self._train_batches()):
+            if cache is not None:
+                cache.before_step(self.epoch, step)
             if graph is not None and graph.ready:
                 graph.replay()
                 for s in students:  # the schedule on the host: writes each device lr
@@ -386,6 +413,8 @@ class Trainer:
                 graph = self._graph  # None when capture turned out impossible
             else:
                 self._cohort_step(students, x, views, y)
+            if cache is not None:
+                cache.after_step(self.epoch, step, last=step == self.steps_per_epoch - 1)
             seen += len(y)
         self.epoch += 1
         seen, seconds = max(seen, 1), time.perf_counter() - t0

@@ -18,7 +18,8 @@ per-step schedule (``multistep``: x ``lr_gamma`` at each milestone epoch; ``cosi
 
 Augmentation: each sample of each epoch draws a *view id* in [0, 162): a crop offset of the
 4-pixel zero-padded image (9 x 9 offsets) and a horizontal flip, so the 162 possible views of
-a 32 px image are enumerable (a cache of teacher logits could be indexed by (sample, view)).
+a 32 px image are enumerable. The stored teacher logits (``kdray.training.teacher_logits``)
+are indexed by (epoch, step) instead: a cohort key fixes the whole sequence of batches.
 """
 
 from __future__ import annotations

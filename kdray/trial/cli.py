@@ -27,6 +27,7 @@ from kdray.spec import RunSpec
 from kdray.store import Store
 from kdray.store_check import check_store
 from kdray.training.loop import Trainer, check_cohort
+from kdray.trial import teacher_logits
 from kdray.trial.steps import CohortResult, TeacherMissingError, check_teacher
 
 
@@ -86,6 +87,7 @@ def check_flags(args: argparse.Namespace) -> None:
                 raise ValueError(f"{flag}: {v!r} is not {wanted}")
     if getattr(args, "device", None) is not None:
         _check_device(args.device)
+    teacher_logits.limit_mb()  # a bad $KDRAY_TEACHER_LOGITS_MB is named before any work
 
 
 def _check_device(device: str) -> None:

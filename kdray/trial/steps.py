@@ -19,6 +19,7 @@ from kdray.spec import RunSpec
 from kdray.store import Predictions, Store
 from kdray.training.loop import Trainer, check_cohort
 from kdray.training.state import restore
+from kdray.trial import teacher_logits
 from kdray.trial.provenance import Provenance, code_version, device_name, this_host
 
 EpochCallback = Callable[[Trainer, dict[str, dict[str, float]]], None]
@@ -80,6 +81,8 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, options: TrialOptio
     (``run_cohort(specs, store, device="cpu")``).
 
     The teacher's weights are read once and checked against the checksum in its run.json.
+    A DS cohort replays the teacher's logits that an earlier cohort of the same data stream
+    left in the store, else records them there (``kdray/trial/teacher_logits.py``).
     Each student commits its own predictions.parquet, model.safetensors and run.json; a
     student that failed commits nothing and is in the result's ``failed``.
     """
@@ -91,8 +94,12 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, options: TrialOptio
     provenance = Provenance([s.run_id for s in specs], teacher_id, dict(options.node or this_host()))
     trainer, data = prepare(specs, store, options)
     resumed_from = trainer.epoch
+    logits_path = None
+    if teacher_id is not None:  # replay an earlier cohort's teacher logits, or record them
+        logits_path, provenance.teacher_logits = teacher_logits.attach(trainer, store, specs[0])
     history: dict[str, list[dict[str, float]]] = {s.run_id: [] for s in specs}
     trainer.fit(_recording(history, options.on_epoch))  # 1. train
+    teacher_logits.save(trainer, store, logits_path)
     preds, labels = trainer.predict_all()  # 2. predict
     code, device = code_version(), device_name(trainer.device)  # once: a git call each
     records = {}
