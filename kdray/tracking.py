@@ -199,6 +199,8 @@ class WandbRuns:
             run.log(final_log(metrics["test_accuracy"], metrics["per_class_accuracy"],
                               metrics.get("per_class_n"), metrics.get("class_names")))
             run.summary["test_accuracy"] = metrics["test_accuracy"]
+            if metrics.get("teacher_logits"):  # a DS run: replayed, or computed and why
+                run.summary["teacher_logits"] = metrics["teacher_logits"]
 
     def finish(self, run_id: str, exit_code: int = 0) -> None:
         run = self.runs.pop(run_id, None)

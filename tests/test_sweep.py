@@ -17,7 +17,7 @@ from kdray.sweep.cluster import parse_resource_overrides, resources_of
 from kdray.sweep.checkpoints import Cadence
 from kdray.sweep.driver import run_sweep
 from kdray.tracking import WandbConfig
-from wandb_records import offline_runs
+from wandb_records import offline_runs, summaries
 
 pytestmark = [pytest.mark.slow, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0, 4.0), (0.8,), (0, 1),
@@ -79,6 +79,10 @@ def test_wandb_offline_runs_are_named_grouped_and_keyless(first_sweep):
         assert run.project == "kdray"
         if spec.role == "ds":
             assert {f"T={spec.temperature:g}", f"alpha={spec.alpha:g}"} <= set(run.tags)
+    summary = summaries(wandb_dir)
+    for spec in plan.all:  # each DS run says whether its teacher ran (here: recorded)
+        assert summary[spec.run_id].get("teacher_logits") == (
+            "computed and recorded" if spec.role == "ds" else None), spec.run_id
     for folder in (wandb_dir, store.root):
         for dirpath, _, files in os.walk(folder):
             for name in files:

@@ -50,3 +50,18 @@ def offline_runs(wandb_dir: str) -> dict[str, pb.RunRecord]:
             if r.WhichOneof("record_type") == "run":
                 runs[r.run.display_name] = r.run
     return runs
+
+
+def summaries(wandb_dir: str) -> dict[str, dict[str, object]]:
+    """display name -> the summary keys and values (JSON-decoded) of every offline run."""
+    import json
+
+    out: dict[str, dict[str, object]] = {}
+    for path in glob.glob(os.path.join(wandb_dir, "wandb", "offline-run-*", "run-*.wandb")):
+        recs = records(path)
+        name = next(r.run.display_name for r in recs if r.WhichOneof("record_type") == "run")
+        for r in recs:
+            if r.WhichOneof("record_type") == "summary":
+                for item in r.summary.update:
+                    out.setdefault(name, {})[item.key] = json.loads(item.value_json)
+    return out

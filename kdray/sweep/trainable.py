@@ -124,7 +124,8 @@ class Reporter:
         # it warn that it cannot log it)
         final = {run_id: {**{k: r[k] for k in ("test_accuracy", "per_class_accuracy",
                                                "per_class_n", "n_test", "resumed_from_epoch")},
-                          "class_names": tuple(r["class_names"])}
+                          "class_names": tuple(r["class_names"]),
+                          "teacher_logits": r.get("teacher_logits")}
                  for run_id, r in result.items()}
         tune.report({"epoch": self.epochs, "final": final, "failed": dict(result.failed)})
 
