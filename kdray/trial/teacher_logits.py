@@ -103,9 +103,9 @@ def _read(store: Store, path: str) -> torch.Tensor | None:
     from safetensors.torch import load
 
     try:
-        if not store.exists(path):
-            return None
         return load(store.read_bytes(path))["logits"]
+    except FileNotFoundError:  # as Store.read_run_json: one request, not a HEAD then a GET
+        return None
     except Exception as e:  # noqa: BLE001 - unreadable: train as without it, record anew
         warnings.warn(f"teacher logits: {path} unreadable ({type(e).__name__}: {e}); "
                       f"the teacher runs instead")
