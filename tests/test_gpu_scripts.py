@@ -3,8 +3,8 @@
 steps), in a process where Ray, W&B, fairlearn, matplotlib, timm and transformers cannot be
 imported: a GPU box without them runs each. (What they measure is read on a quiet machine or
 a GPU, not here: no figure is asserted; these check that they run and print every line they
-promise.) ``teacher_verify.py`` (the store's teacher check on a moto S3 server) runs the same
-way."""
+promise.) ``teacher_verify.py`` (the store's teacher check on a moto S3 server) and
+``trifeature_resolution.py`` (no training) run the same way."""
 
 import os
 import re
@@ -131,3 +131,13 @@ def test_teacher_verify_benchmark_times_both_checks():
     (row,) = [ln for ln in lines if "ETag (HEAD)" in ln]
     assert row.split()[0] == "tiny" and re.search(r"ratio +\d+x$", row)
     assert any(re.search(r"1\.0 MB +download +[\d.]+ ms$", ln) for ln in lines), lines
+
+
+def test_trifeature_resolution_prints_fill_and_contrast_per_texture():
+    lines = run_script("trifeature_resolution.py", "--sizes", "24", "224", "--images",
+                       "1").splitlines()
+    rows = {ln.split()[0]: [float(v) for v in ln.split()[1:]] for ln in lines[1:11]}
+    assert lines[0].split() == ["texture", "fill", "24px", "224px"]
+    assert len(rows) == 10 and rows["solid"][0] == 1.0  # solid colours every pixel
+    assert all(r[2] == 1.0 for name, r in rows.items() if name != "solid")  # 224 px: intact
+    assert rows["stripes"][1] < 0.2  # one 10 px period per 24 px pixel: almost a flat tone

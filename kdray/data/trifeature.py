@@ -181,6 +181,18 @@ def texture_pattern(name: str, size: int, rng: np.random.Generator) -> np.ndarra
     return np.broadcast_to(_texture_sampler(name, size, rng)(i, j), (size, size)).copy()
 
 
+def texture_window(texture, rows: np.ndarray, cols: np.ndarray, rng: np.random.Generator
+                   ) -> np.ndarray:
+    """The mask (bool [rows, cols]) that ``texture`` (name or index) puts on those rows and
+    columns of an R x R image, drawn as a render draws it: the texture's randomness on a
+    2R x 2R canvas, then its angle; the canvas rotated (nearest, not grown), its centre kept."""
+    R = RENDER_SIZE
+    sample = _texture_sampler(TEXTURES[_index(texture, TEXTURES, "texture")], 2 * R, rng)
+    angle = int(rng.integers(*ANGLES))
+    y, x = _rotation_source(angle, np.asarray(rows) + R // 2, np.asarray(cols) + R // 2, 2 * R)
+    return sample(y, x)
+
+
 def _rotation_source(angle: int, rows: np.ndarray, cols: np.ndarray, n: int):
     """Source pixel of each output pixel (rows x cols) of an n x n nearest-neighbour rotation
     about the centre, canvas not grown. Same arithmetic as ``scipy.ndimage.rotate(order=0,
@@ -208,12 +220,9 @@ def _render_full(shape: int, texture: int, colour: int, rng: np.random.Generator
     r0, c0 = int(rng.integers(0, R - h + 1)), int(rng.integers(0, R - w + 1))
     # 2. texture on 2R x 2R, rotated (nearest, not grown), central R x R; only the pasted
     #    window is evaluated (elsewhere mask = 0)
-    sample = _texture_sampler(TEXTURES[texture], 2 * R, rng)
-    angle = int(rng.integers(*ANGLES))
-    y, x = _rotation_source(angle, np.arange(r0, r0 + h) + R // 2,
-                            np.arange(c0, c0 + w) + R // 2, 2 * R)
+    texture_mask = texture_window(texture, np.arange(r0, r0 + h), np.arange(c0, c0 + w), rng)
     # 3. mask = shape x texture; image = mask colour + (1 - mask) grey, x 255 truncated
-    mask = (shp * sample(y, x))[..., None]
+    mask = (shp * texture_mask)[..., None]
     image = np.full((R, R, 3), int(GREY * 255), dtype=np.uint8)  # mask = 0: 127.5 -> 127
     image[r0:r0 + h, c0:c0 + w] = ((mask * COLOUR_RGB[colour] + (1 - mask) * GREY) * 255
                                    ).astype(np.uint8)
