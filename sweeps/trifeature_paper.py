@@ -73,6 +73,13 @@ A final test accuracies 99.14 / 99.15 / 99.61 / 99.69 / 99.68 % and changes over
 number of either candidate was looked at before the choice. One known weakness stays: the
 stage-1 rule passes an NDS stuck at chance (its accuracy does not change); the analysis lists
 such runs ("Runs near chance" in tables.md).
+
+The texture label (``--datasets trifeature-texture``) runs with the same recipe, which does
+not learn it: a texture repeats every 10 px at 224 px, so at 24 px each pixel averages about
+one period (``benchmarks/trifeature_resolution.py``). By the same stage-1 rules, teacher
+probes at 24, 32 and 48 px failed (81.10, 83.65, 89.25 %); at 64 px the teacher passed
+(99.70 %) but the NDS did not (seeds 0, 1 at chance, seed 2 at 31.30 % and still moving), so
+no texture recipe is chosen; README ("The texture label") has the probes.
 """
 
 import sys
