@@ -5,11 +5,19 @@ every epoch, and how much it changed over the last 20 % of the epochs.
     python benchmarks/trifeature_convergence.py --roles teacher --seed 1 ...
     python benchmarks/trifeature_convergence.py --roles ds --temperatures 1 4 10 \
         --teacher-store STORE --no-kd-t-squared ...     # DS runs of a teacher in STORE
+    python benchmarks/trifeature_convergence.py --epochs 100 --stop-after 2 ...   # its start
 
 The paper's recipe (kdray's defaults for ResNet-20 and LeNet-5 on Trifeature: SGD lr 0.1,
 weight decay 1e-3, batch 64, crop + flip, lr / 10 at 30/60/90 % of the epochs) at the image
 size, data size and epochs given, on the CPU without Ray. ``sweeps/trifeature_paper.py`` says
 how its recipe was chosen with it. One JSON line per epoch, then a summary line.
+
+Each epoch's line also says whether the network still computes anything: ``logit_spread``,
+the standard deviation of its logits over the test images (mean over classes; 0 when it
+gives every image the same output, which is chance accuracy), and, for a model naming the
+layers that feed its ReLUs (LeNet-5's ``relu_layers``), ``units_alive``: per layer, the share
+of units (channels of a convolution) positive on some test image. A unit that is never
+positive passes no gradient, so it stays dead.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 import torch
 
@@ -28,24 +37,60 @@ from kdray.training.loop import Trainer
 ARCH = {"teacher": "resnet20", "nds": "lenet5", "ds": "lenet5"}
 
 
+class Health:
+    """Hooks on the models of a prediction pass: ``units_alive`` and ``logit_spread`` (the
+    module's docstring) per run, read by ``close``, which removes the hooks."""
+
+    def __init__(self, models: dict[str, torch.nn.Module]) -> None:
+        self.alive: dict[str, dict[str, torch.Tensor]] = {rid: {} for rid in models}
+        self.logits: dict[str, list[torch.Tensor]] = {rid: [] for rid in models}
+        self.hooks = [model.register_forward_hook(partial(self._logits, rid))
+                      for rid, model in models.items()]
+        for rid, model in models.items():
+            self.hooks += [getattr(model, name).register_forward_hook(partial(self._units, rid, name))
+                           for name in getattr(model, "relu_layers", ())]
+
+    def _units(self, rid: str, name: str, module, inputs, out: torch.Tensor) -> None:
+        positive = (out.flatten(2).amax(2) if out.dim() == 4 else out) > 0  # per channel
+        seen = self.alive[rid].get(name)
+        self.alive[rid][name] = positive.any(0) if seen is None else seen | positive.any(0)
+
+    def _logits(self, rid: str, module, inputs, out: torch.Tensor) -> None:
+        self.logits[rid].append(out.float())
+
+    def close(self) -> dict[str, dict]:
+        for hook in self.hooks:
+            hook.remove()
+        return {rid: {"logit_spread": round(torch.cat(logits).std(0).mean().item(), 4),
+                      **({"units_alive": {name: round(a.float().mean().item(), 3)
+                                          for name, a in self.alive[rid].items()}}
+                         if self.alive[rid] else {})}
+                for rid, logits in self.logits.items()}
+
+
 def epochs_of(specs: list[RunSpec], data_dir: str, teacher_store: str | None,
-              eval_every: int = 1):
+              eval_every: int = 1, stop_after: int | None = None):
     """Train ``specs`` (one run, or a DS cohort whose teacher is in ``teacher_store``) and
     yield ``(epoch, {run_id: (metrics, test accuracy)}, seconds)`` after every
     ``eval_every``-th epoch and the last; a run that diverged gets ``({"failed": why}, nan)``
-    once."""
+    once. ``stop_after``: train only the first epochs of the schedule (its lr steps stay
+    those of ``specs[0].epochs``)."""
     data = load_data(specs[0], data_dir)
     teacher = load_teacher(specs[0], Store(teacher_store), data) if specs[0].role == "ds" else None
     trainer = Trainer(specs, data, device="cpu", num_workers=0, teacher=teacher)
     reported: set[str] = set()
-    while trainer.epoch < specs[0].epochs and trainer.active:
+    last = min(stop_after or specs[0].epochs, specs[0].epochs)
+    while trainer.epoch < last and trainer.active:
         t0 = time.perf_counter()
         metrics = trainer.train_epoch()
         seconds = time.perf_counter() - t0
-        if trainer.epoch % eval_every and trainer.epoch < specs[0].epochs:
+        if trainer.epoch % eval_every and trainer.epoch < last:
             continue  # test accuracy only every eval_every epochs, and after the last
+        health = Health({s.run_id: s.model for s in trainer.active})
         preds, labels = trainer.predict_all()
-        out = {rid: (m, float((preds[rid] == labels).mean())) for rid, m in metrics.items()}
+        health = health.close()
+        out = {rid: ({**m, **health[rid]}, float((preds[rid] == labels).mean()))
+               for rid, m in metrics.items()}
         out.update({rid: ({"failed": why}, float("nan")) for rid, why in trainer.failed.items()
                     if rid not in out and rid not in reported})
         reported.update(trainer.failed)
@@ -69,6 +114,8 @@ def main() -> None:
     p.add_argument("--per-combination", type=int, default=5, help="train + test images per combination")
     p.add_argument("--test-per-combination", type=int, default=2)
     p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="train only the first N epochs of the --epochs schedule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -86,6 +133,8 @@ def main() -> None:
     if "ds" in args.roles and not args.teacher_store:
         p.error("--roles ds needs --teacher-store: a store with the teacher of the same seed, "
                 "data options and recipe (e.g. one --roles teacher trained by a sweep)")
+    if args.stop_after is not None and args.stop_after < 1:
+        p.error(f"--stop-after: {args.stop_after} is not an epoch count >= 1")
     torch.set_num_threads(args.threads)
     data = {"image_size": args.image_size, "per_combination": args.per_combination,
             "test_per_combination": args.test_per_combination}
@@ -93,7 +142,7 @@ def main() -> None:
         specs = specs_of(role, args, data)
         accs: dict[str, list[float]] = {s.run_id: [] for s in specs}
         for epoch, runs, seconds in epochs_of(specs, args.data_dir, args.teacher_store,
-                                               args.eval_every):
+                                               args.eval_every, args.stop_after):
             for rid, (metrics, acc) in runs.items():
                 accs[rid].append(acc)
                 print(json.dumps({"run_id": rid, "epoch": epoch, "test_accuracy": round(acc, 4),
@@ -111,7 +160,7 @@ def summary(spec: RunSpec, accs: list[float], args, data: dict) -> dict:
     else:
         last = [float("nan")]
     return {"run_id": spec.run_id, "role": spec.role, "temperature": spec.temperature, **data,
-            "epochs": args.epochs, "seed": args.seed, "lr": spec.lr,
+            "epochs": args.epochs, "stop_after": args.stop_after, "seed": args.seed, "lr": spec.lr,
             "final_test_accuracy": accs[-1] if accs else float("nan"),
             "change_over_last_20pct_points": round(100 * abs(last[-1] - last[0]), 2)}
 

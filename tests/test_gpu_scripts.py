@@ -111,7 +111,7 @@ def test_optimizer_benchmark_times_fused_and_default_steps():
 
 
 @pytest.mark.trains
-def test_trifeature_convergence_prints_every_epoch_and_the_change(tmp_path):
+def test_trifeature_convergence_prints_every_epoch_the_change_and_the_units_alive(tmp_path):
     import json
 
     lines = run_script("trifeature_convergence.py", "--roles", "nds", "--image-size", "16",
@@ -124,6 +124,19 @@ def test_trifeature_convergence_prints_every_epoch_and_the_change(tmp_path):
     assert summary["final_test_accuracy"] == rows[4]["test_accuracy"]
     assert summary["change_over_last_20pct_points"] == round(
         100 * abs(rows[4]["test_accuracy"] - rows[3]["test_accuracy"]), 2)  # epochs 4 -> 5
+    # whether the network still computes anything: LeNet-5's ReLU layers, and its logits
+    assert all(set(r["units_alive"]) == {"conv1", "conv2", "fc1", "fc2"} for r in rows[:-1])
+    assert all(0 <= v <= 1 for r in rows[:-1] for v in r["units_alive"].values())
+    assert all(r["logit_spread"] >= 0 for r in rows[:-1])
+    # --stop-after: the first epochs of the same schedule, bit for bit
+    head = [json.loads(ln) for ln in run_script(
+        "trifeature_convergence.py", "--roles", "nds", "--image-size", "16", "--per-combination",
+        "2", "--test-per-combination", "1", "--epochs", "5", "--stop-after", "2",
+        "--data-dir", str(tmp_path)).splitlines()]
+    assert [r["epoch"] for r in head[:-1]] == [1, 2]
+    assert [(r["loss"], r["logit_spread"]) for r in head[:-1]] == [
+        (r["loss"], r["logit_spread"]) for r in rows[:2]]
+    assert head[-1]["stop_after"] == 2 and head[-1]["final_test_accuracy"] == rows[1]["test_accuracy"]
 
 
 def test_teacher_verify_benchmark_times_both_checks():

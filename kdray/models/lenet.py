@@ -17,6 +17,8 @@ from kdray.models import register_model
 
 
 class LeNet5(nn.Module):
+    relu_layers = ("conv1", "conv2", "fc1", "fc2")  # whose outputs pass through a ReLU
+
     def __init__(self, num_classes: int, image_size: int = 32, in_channels: int = 3) -> None:
         super().__init__()
         self.pad = max(0, 32 - image_size)
