@@ -57,7 +57,7 @@ def quick_case(tiny: bool) -> tuple[str, list[RunSpec], DatasetSplits]:
 
 
 def cifar_case(tiny: bool) -> tuple[str, list[RunSpec], DatasetSplits]:
-    n_train = 256 if tiny else 1280  # 2 or 10 steps of batch 128
+    n_train = 128 if tiny else 1280  # 1 or 10 steps of batch 128
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 100, (n_train,), generator=g)

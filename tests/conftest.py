@@ -1,12 +1,18 @@
-"""Shared fixtures: a local Ray for the whole session, a moto S3 server on 127.0.0.1."""
+"""Shared fixtures: a local Ray for the whole session, a moto S3 server on 127.0.0.1; and the
+markers that say what a test starts (``pytest --markers``), applied from its fixtures."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
+
+import resources
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -17,6 +23,45 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Every Ray the tests start (here and in the sweep scripts they run) is a new local one, never
 # a cluster that happens to run on the machine (another checkout's tests, say).
 os.environ["RAY_ADDRESS"] = "local"
+RAY_TMPDIR = resources.own_ray_tmpdir()  # this process's: see tests/resources.py
+resources.share_the_cores()  # under pytest-xdist: each worker its share of the threads
+
+
+# ----------------------------------------------------------------------------------------
+# What a test starts: markers from its fixtures, checked while it runs (tests/resources.py)
+# ----------------------------------------------------------------------------------------
+def pytest_configure(config):
+    for name, text in resources.MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each test by its group
+def pytest_collection_modifyitems(config, items):
+    resources.apply_markers(items)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    resources.begin(item)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    resources.end(item)
+    return result
+
+
+@pytest.fixture(scope="session")
+def starts_cluster():
+    """Asked for by every fixture that starts several Ray nodes, ssh machines or SLURM
+    daemons: its tests get the ``cluster`` marker and run alone."""
+    return None
 
 
 def _free_port() -> int:

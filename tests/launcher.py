@@ -58,6 +58,8 @@ from typing import Any
 
 import yaml
 
+import resources
+
 ROOT = Path(__file__).resolve().parents[1]
 ONPREM = ROOT / "cluster" / "onprem.yaml"
 SSHD = "/usr/sbin/sshd"
@@ -195,6 +197,7 @@ class LocalMachines:
     """Three ssh "machines" of this one for Ray's ``local`` provider; see the module docstring."""
 
     def __init__(self) -> None:
+        resources.require("cluster")
         self.tmp = Path(tempfile.mkdtemp(prefix="kdl-", dir="/tmp"))  # short: Ray's socket paths
         self.tmp.chmod(0o755)
         self.user = f"kdl{uuid.uuid4().hex[:8]}"

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+import resources
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST_HEALTH_CHECK = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                      "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
@@ -111,6 +113,7 @@ class LocalCluster:
         import ray._private.services
         from ray.cluster_utils import Cluster
 
+        resources.require("cluster")
         self.port = free_port()
         self.ip = ray._private.services.get_node_ip_address()
         args = dict(num_cpus=head_cpus, gcs_server_port=self.port, include_dashboard=False,

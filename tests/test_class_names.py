@@ -141,7 +141,7 @@ def _cifar10_with_more_test_images(root: Path) -> dict:
     return options
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.trains
 @pytest.mark.parametrize("dataset", ["trifeature-shape", "cifar10"])
 def test_class_names_reach_tables_csvs_and_figures(dataset, tmp_path, ray_local):

@@ -185,7 +185,7 @@ def test_a_gpu_without_usable_cuda_fails_at_once_naming_node_devices_and_build(m
     assert report["device"].startswith("cpu") and report["torch_cuda"] == torch.version.cuda
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_a_trial_given_a_logical_gpu_fails_at_once_and_its_first_report_names_node_and_device(
         tmp_path):
     """A real sweep on a Ray whose one GPU is logical (Ray assigns it, CUDA is not here): the
@@ -374,7 +374,7 @@ def test_lost_nodes_retry_forever_own_errors_a_bounded_number_of_times(monkeypat
     assert lines[-1].startswith("  t1: failed by its own error 3 times; not retried again")
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_retry_policy_under_tune_stops_after_the_own_error_budget(ray_local, tmp_path):
     from ray import tune
 

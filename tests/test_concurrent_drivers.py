@@ -15,7 +15,7 @@ from kdray.sweep.grid import Experiment, expand
 from kdray.store import Store
 from wandb_records import offline_runs
 
-pytestmark = [pytest.mark.slow, pytest.mark.trains]
+pytestmark = [pytest.mark.ray, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,), (0.8,), (0,),
                  recipe={"epochs": 1, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
 SEEDS = [(0, 1), (1, 2)]  # seed 1 is in both grids

@@ -39,7 +39,7 @@ from kdray.store import MODEL, PREDICTIONS, RUN_JSON, Store
 import faults
 from multinode import LocalCluster, aws_node_types, fake_autoscaling_config, kill_node
 
-pytestmark = [pytest.mark.slow, pytest.mark.trains]
+pytestmark = [pytest.mark.ray, pytest.mark.trains]
 CPUS = {"head": 1, "gpu_small": 2, "gpu_large": 2}  # scaled down from 8 / 8 / 96
 RECIPE = {"epochs": 2, "batch_size": 16}
 SMALL = Experiment("small", ("cifar10",), (("resnet56", "resnet20"),), (2.0,), (0.8,), (0, 1),
@@ -116,7 +116,7 @@ def assert_store_holds_each_run_once(store: Store, plan) -> dict:
 
 
 @pytest.fixture
-def aws_like_cluster(tmp_path):
+def aws_like_cluster(tmp_path, starts_cluster):
     """head + 2 gpu_small + 1 gpu_large, each worker node with its own data folder."""
     types_ = aws_node_types(CPUS)
     cluster = LocalCluster(CPUS["head"], tmp_path)
@@ -213,7 +213,8 @@ def test_placement_sharing_and_a_killed_node_on_a_multi_node_cluster(aws_like_cl
         assert copy.read_bytes() == (driver_data / batch).read_bytes(), node_id
 
 
-def test_autoscaling_cluster_starts_its_worker_nodes_from_zero(s3_uri, tmp_path, monkeypatch):
+def test_autoscaling_cluster_starts_its_worker_nodes_from_zero(s3_uri, tmp_path, monkeypatch,
+                                                               starts_cluster):
     types_ = aws_node_types(CPUS)
     workers = {n: dict(t, max_workers=1) for n, t in types_.items() if not t["head"]}
     config = fake_autoscaling_config(dict(types_["head"]["resources"]), workers)

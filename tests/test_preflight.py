@@ -17,7 +17,7 @@ import pytest
 from conftest import STABLE_LR
 from multinode import LocalCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
 # refused before any work; were it not, it would train at the tests' stable learning rate
 SCRIPT = f"""
@@ -32,7 +32,7 @@ sys.exit(sweep_main([exp]))
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
+def two_nodes(tmp_path_factory, starts_cluster):
     """A head (1 CPU) and one worker node (1 CPU, a gpu_small unit)."""
     cluster = LocalCluster(1, tmp_path_factory.mktemp("cluster"))
     try:

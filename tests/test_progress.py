@@ -154,7 +154,7 @@ def test_ray_hints_dropped_real_warnings_kept(caplog):
 # ----------------------------------------------------------------------------------------
 # A real sweep, its stdout piped (not a terminal)
 # ----------------------------------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.trains
 def test_sweep_prints_progress_while_trials_run(tmp_path, data_root):
     script = tmp_path / "progress_sweep.py"

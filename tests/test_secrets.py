@@ -19,7 +19,7 @@ from wandb_records import offline_runs
 SECRET = "sentinel-wandb-key-0123456789abcdef"
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.trains
 def test_the_wandb_key_reaches_no_file_and_no_log(data_root):
     root = Path(tempfile.mkdtemp(prefix="kdk", dir="/tmp"))  # short: Ray's socket paths
@@ -37,6 +37,7 @@ def test_the_wandb_key_reaches_no_file_and_no_log(data_root):
             sys.exit(sweep_main([exp]))
         """))
         env = child_environment(HOME=str(root / "home"), TMPDIR=str(root / "tmp"),
+                                RAY_TMPDIR=str(root / "tmp"),  # over the test process's own
                                 WANDB_API_KEY=SECRET, WANDB_MODE="offline", RAY_ADDRESS="local")
         out = subprocess.run([sys.executable, str(script), "--store", str(root / "store"),
                               "--data-dir", data_root, "--progress-interval", "1"],

@@ -13,7 +13,7 @@ from kdray.sweep.cli import sweep_main
 from kdray.sweep.driver import run_sweep
 from kdray.sweep.grid import Experiment, expand
 
-pytestmark = [pytest.mark.slow, pytest.mark.trains]
+pytestmark = [pytest.mark.ray, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,), (0.8,), (0,),
                  recipe={"epochs": 1, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
 PLAN = expand([EXP])

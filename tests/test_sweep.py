@@ -19,7 +19,7 @@ from kdray.sweep.driver import run_sweep
 from kdray.tracking import WandbConfig
 from wandb_records import offline_runs, summaries
 
-pytestmark = [pytest.mark.slow, pytest.mark.trains]
+pytestmark = [pytest.mark.ray, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0, 4.0), (0.8,), (0, 1),
                  recipe={"epochs": 2, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
 SECRET = "sentinel-wandb-key-0123456789abcdef"

@@ -82,7 +82,7 @@ def test_plan_charges_the_teacher_once_per_cohort(tmp_path):
     assert "cohorts: 45 runs in 9 trials" in text
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.trains
 def test_killed_cohort_resumes_every_student_from_its_checkpoint(ray_local, data_root, tmp_path,
                                                                  monkeypatch):
@@ -104,7 +104,7 @@ def test_killed_cohort_resumes_every_student_from_its_checkpoint(ray_local, data
         assert np.array_equal(a, clean.read_predictions(spec.run_id).column("pred").to_numpy())
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.trains
 def test_a_diverging_student_fails_alone_and_is_trained_again(ray_local, data_root, tmp_path):
     # T = 1e-39: the student's logits / T overflow float32, a NaN loss from the first batch
@@ -121,7 +121,7 @@ def test_a_diverging_student_fails_alone_and_is_trained_again(ray_local, data_ro
     assert set(again.failed) == {bad} and bad not in again.skipped  # trained again, not skipped
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.trains
 def test_a_teacher_with_damaged_weights_is_trained_again_first(ray_local, data_root, tmp_path):
     one = EXP.replace(seeds=(0,), temperatures=(2.0,))

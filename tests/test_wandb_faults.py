@@ -22,7 +22,7 @@ from kdray.sweep.grid import Experiment, expand
 from kdray.tracking import SUPERSEDED, WandbConfig, wandb_id
 from wandb_records import offline_runs, records
 
-pytestmark = [pytest.mark.slow, pytest.mark.trains]
+pytestmark = [pytest.mark.ray, pytest.mark.trains]
 EXP = Experiment("tri", ("trifeature-shape",), (("resnet20", "lenet5"),), (2.0,), (0.8,), (0,),
                  recipe={"epochs": 2, "batch_size": 100, "lr": STABLE_LR}, data=TINY_TRIFEATURE)
 PLAN = expand([EXP])
