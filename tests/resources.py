@@ -3,7 +3,7 @@
 
 | marker    | the test starts                                              | how the tests command runs it |
 | --------- | ------------------------------------------------------------ | ----------------------------- |
-| `ray`     | a local Ray: the session's shared one (fixture `ray_local`), or its own (a sweep it runs) | in parallel; the tests of the shared Ray all on one pytest-xdist worker (group `ray_local`) |
+| `ray`     | a local Ray: the session's shared one (fixture `ray_local`), or its own (a sweep it runs) | in parallel, first; a module's tests of the shared Ray on one pytest-xdist worker (group `ray_local:<module>`), each worker with its one shared Ray |
 | `cluster` | several Ray nodes, ssh machines or SLURM daemons              | alone, one at a time, after the parallel tests |
 | `s3`      | a moto S3 server on 127.0.0.1 (one per pytest process)       | in parallel |
 | `trains`  | trains a model (its float path matters)                       | in parallel; the ones that start no Ray again on another float path |
@@ -30,7 +30,8 @@ import pytest
 
 MARKERS = {
     "ray": "starts a local Ray: the session's shared one (fixture ray_local) or its own, in a "
-           "sweep it runs. The shared Ray's tests run on one pytest-xdist worker (group ray_local)",
+           "sweep it runs. A module's tests of the shared Ray run on one pytest-xdist worker "
+           "(group ray_local:<module>); each worker has one shared Ray",
     "cluster": "starts several Ray nodes, ssh machines or SLURM daemons: run alone, after the "
                "parallel tests (README's test command)",
     "s3": "starts a moto S3 server on 127.0.0.1 (one per pytest process; safe in parallel)",
@@ -81,13 +82,17 @@ def marks_of(item: pytest.Item) -> set[str]:
 
 
 def apply_markers(items: list[pytest.Item]) -> None:
-    """Mark each test from its fixtures; put the tests of the shared Ray in one xdist group."""
+    """Mark each test from its fixtures. The tests of one module that use the shared Ray go
+    to one xdist worker (its module-scoped sweeps are built once, on that worker's Ray); the
+    tests that start a Ray come first, so that the long ones do not end the run alone."""
     for item in items:
         for fixture in getattr(item, "fixturenames", ()):
             for name in FIXTURE_MARKS.get(fixture, ()):
                 item.add_marker(name)
         if "ray_local" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(SHARED_RAY_GROUP))
+            module = item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(f"{SHARED_RAY_GROUP}:{module}"))
+    items.sort(key=lambda item: "ray" not in marks_of(item))  # stable
 
 
 def require(marker: str) -> None:
