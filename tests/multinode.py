@@ -155,19 +155,26 @@ class LocalCluster:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            # ... and end those still running: SIGTERM, then SIGKILL after a bounded wait
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                ours.update(_session_processes(self.session))
-                alive = [p for p, t in ours.items() if _start_time(p) == t]
-                for pid in alive:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                for _ in range(30):
-                    if not [p for p, t in ours.items() if _start_time(p) == t]:
-                        return
-                    time.sleep(0.1)
+            # ... and end those still running, and any found since
+            end_processes(ours, lambda: _session_processes(self.session))
+
+
+def end_processes(ours: dict[int, int], more=dict) -> None:
+    """SIGTERM, then SIGKILL after a bounded wait, the processes ``{pid: start time}`` still
+    running (a reused pid, another start time, is never touched); before each signal,
+    ``more()`` adds processes found since."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        ours.update(more())
+        alive = [p for p, t in ours.items() if _start_time(p) == t]
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        for _ in range(30):
+            if not [p for p, t in ours.items() if _start_time(p) == t]:
+                return
+            time.sleep(0.1)
 
 
 def fake_autoscaling_config(head_resources: dict, worker_types: dict[str, dict]) -> dict:

@@ -50,7 +50,8 @@ def fake_bin(tmp_path: Path, gpus_mib: list[int] | None, *, fail: str | None = N
 
 def run(cmd: list[str], bin_: Path, **env: str) -> subprocess.CompletedProcess:
     path = f"{bin_}:{os.path.dirname(sys.executable)}:/usr/bin:/bin"  # no real nvidia-smi
-    base = {k: v for k, v in os.environ.items() if k not in ("RAY_OVERRIDE_RESOURCES",)}
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("RAY_OVERRIDE_RESOURCES", "CUDA_VISIBLE_DEVICES")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**base, "PATH": path, "PYTHONPATH": str(ROOT), **env})
 
@@ -107,6 +108,47 @@ def test_a_declared_node_type_must_match_its_hardware(tmp_path):
     (tmp_path / "cpu").mkdir()  # a head type declaring no GPU, on a host without one
     head = node_kind(fake_bin(tmp_path / "cpu", None), RAY_OVERRIDE_RESOURCES='{"CPU": 8}')
     assert head.returncode == 0 and head.stdout.strip() == "--num-gpus=0"
+
+
+def fake_bin_ids(tmp_path: Path, gpus: list[tuple[int, str, int]]) -> Path:
+    """A stand-in ``nvidia-smi`` answering the index/UUID query with ``gpus`` (index, UUID,
+    MiB): every GPU of the machine, as nvidia-smi lists them whatever
+    ``$CUDA_VISIBLE_DEVICES`` says."""
+    bin_ = fake_bin(tmp_path, None)
+    lines = "".join(f"{i}, {uuid}, {m}\\n" for i, uuid, m in gpus)
+    (bin_ / "nvidia-smi").write_text(
+        f'#!/bin/sh\n[ "$*" = "--query-gpu=index,uuid,memory.total --format=csv,noheader,'
+        f'nounits" ] || exit 2\nprintf "{lines}"\n')
+    (bin_ / "nvidia-smi").chmod(0o755)
+    return bin_
+
+
+# a machine of four GPUs, two 24 GB-class and two 80 GB-class (stand-in sizes)
+MIXED = [(0, "GPU-aa11", mib(24)), (1, "GPU-bb22", mib(24)), (2, "GPU-cc33", mib(80)),
+         (3, "GPU-dd44", mib(80))]
+
+
+@pytest.mark.parametrize("visible,gpus,flags", [
+    ("2,3", MIXED, '--num-gpus=2 --resources={"gpu_large":2}'),  # SLURM gave 2 and 3
+    ("1,2", MIXED, '--num-gpus=2 --resources={"gpu_small":2}'),
+    ("GPU-cc33", MIXED, '--num-gpus=1 --resources={"gpu_large":1}'),  # a UUID's prefix
+    ("GPU-dd", MIXED, '--num-gpus=1 --resources={"gpu_large":1}'),
+    ("", MIXED, "--num-gpus=0"),  # none for this job
+    ("NoDevFiles", MIXED, "--num-gpus=0"),
+    # a device cgroup shows nvidia-smi the job's GPUs alone, numbered from 0
+    ("2,3", MIXED[2:], '--num-gpus=2 --resources={"gpu_large":2}'),
+])
+def test_only_the_gpus_cuda_visible_devices_lists_count(tmp_path, visible, gpus, flags):
+    out = node_kind(fake_bin_ids(tmp_path, gpus), CUDA_VISIBLE_DEVICES=visible)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == flags
+
+
+def test_a_listed_gpu_that_nvidia_smi_does_not_list_stops_the_node(tmp_path):
+    out = node_kind(fake_bin_ids(tmp_path, MIXED[:2]), CUDA_VISIBLE_DEVICES="5")
+    assert out.returncode == 1 and out.stdout == ""
+    assert ("$CUDA_VISIBLE_DEVICES='5' lists GPU(s) ['5'] but nvidia-smi lists "
+            "['0 (GPU-aa11)', '1 (GPU-bb22)']") in out.stderr
 
 
 def _commands(config: str, key: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 ``python -m kdray.sweep.node_kind`` prints, for the host it runs on, the flags that give its
 Ray node its GPUs and its kind, e.g. ``--num-gpus=8 --resources={"gpu_large":8}``, and says on
-stderr what it found. Both launcher configs start Ray on a node with them::
+stderr what it found. Both launcher configs and the SLURM job start Ray on a node with them::
 
     FLAGS=$(python -m kdray.sweep.node_kind) && ray start ... $FLAGS
 
@@ -10,12 +10,19 @@ The flags contain no space and no quote, so ``$FLAGS`` splits into exactly these
 the command fails (and so the ``ray start`` after ``&&`` does not run) when the GPUs cannot be
 read or contradict what the node's type declares.
 
-The rule, one for every cluster (``cluster/onprem.yaml``, ``cluster/aws.yaml``):
+The rule, one for every cluster (``cluster/onprem.yaml``, ``cluster/aws.yaml``,
+``cluster/slurm.sbatch``):
 
 - the GPUs are the lines of ``nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits``,
   one per GPU, its memory in MiB (nvidia-smi(1)); a host without ``nvidia-smi`` has none.
   ``nvidia-smi`` failing is an error: a GPU host whose driver is broken must not join as a
   CPU host;
+- where ``$CUDA_VISIBLE_DEVICES`` is set (a SLURM job step's: the GPUs SLURM gave the job on
+  that machine, ``cluster/slurm.sbatch``), only the GPUs it lists, by index or UUID, from
+  ``nvidia-smi --query-gpu=index,uuid,memory.total ...``; nvidia-smi ignores the variable and
+  lists every GPU of the machine, and Ray refuses to start with more GPUs than it lists.
+  Where a device cgroup shows nvidia-smi the job's GPUs alone (as many as listed, numbered
+  otherwise), those are the GPUs;
 - ``gpu_large`` when **every** GPU has at least 40 GB (40 * 10**9 bytes, i.e. 38,147 MiB or
   more), else ``gpu_small``; as many units of the kind as GPUs. 40 GB is the smallest GPU of
   ``cluster/aws.yaml``'s large node type (p4d.24xlarge, A100 40 GB), where the ImageNet-size
@@ -48,7 +55,9 @@ from kdray.sweep.cluster import NODE_KINDS
 
 LARGE_GPU_BYTES = 40 * 10**9  # gpu_large: every GPU has at least this much memory
 QUERY = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+QUERY_IDS = ["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"]
 DECLARED_ENV = "RAY_OVERRIDE_RESOURCES"  # what Ray's autoscaler declares for the node type
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"  # the GPUs this process may use (a SLURM job's)
 
 
 class NodeKindError(RuntimeError):
@@ -56,27 +65,61 @@ class NodeKindError(RuntimeError):
 
 
 def gpu_memory_mib() -> list[int]:
-    """Each GPU's memory in MiB, from ``nvidia-smi`` ([] when it is not installed)."""
+    """Each GPU's memory in MiB, from ``nvidia-smi`` ([] when it is not installed); only
+    those ``$CUDA_VISIBLE_DEVICES`` lists when it is set (:func:`visible_memory`)."""
     if shutil.which(QUERY[0]) is None:
         return []
+    visible = os.environ.get(VISIBLE_ENV)
+    if visible is None:
+        return [_mib(row[0], row, QUERY) for row in _nvidia_smi(QUERY)]
+    return visible_memory(_nvidia_smi(QUERY_IDS), visible)
+
+
+def visible_memory(rows: Sequence[Sequence[str]], visible: str) -> list[int]:
+    """The memory in MiB of the GPUs that ``visible`` (``$CUDA_VISIBLE_DEVICES``: indices or
+    UUIDs, comma-separated; empty or SLURM's ``NoDevFiles`` for none) lists, from nvidia-smi's
+    ``rows`` of (index, uuid, memory). All rows when no listed id matches but the counts
+    agree (a device cgroup shows nvidia-smi the job's GPUs alone, numbered from 0)."""
+    wanted = [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "NoDevFiles"]
+    for row in rows:
+        if len(row) != 3:
+            raise NodeKindError(f"`{' '.join(QUERY_IDS)}` printed {', '.join(row)!r}; expected "
+                                f"each GPU's index, UUID and memory in MiB")
+
+    def match(gpu: str) -> Sequence[str] | None:
+        return next((r for r in rows if gpu == r[0] or (gpu.startswith(("GPU-", "MIG-"))
+                                                        and r[1].startswith(gpu))), None)
+
+    found = [match(gpu) for gpu in wanted]
+    if None in found:
+        if len(rows) != len(wanted):
+            raise NodeKindError(
+                f"${VISIBLE_ENV}={visible!r} lists GPU(s) {wanted} but nvidia-smi lists "
+                f"{[f'{r[0]} ({r[1]})' for r in rows]}: expected indices or UUIDs of these")
+        found = list(rows)
+    return [_mib(row[2], row, QUERY_IDS) for row in found]
+
+
+def _nvidia_smi(query: list[str]) -> list[list[str]]:
+    """nvidia-smi's CSV lines for ``query``, split into their fields."""
     try:
-        out = subprocess.run(QUERY, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(query, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise NodeKindError(f"`{' '.join(QUERY)}` could not run: {e}") from None
+        raise NodeKindError(f"`{' '.join(query)}` could not run: {e}") from None
     if out.returncode != 0:
         said = (out.stderr or out.stdout).strip()[:500]
-        raise NodeKindError(f"`{' '.join(QUERY)}` failed (exit {out.returncode}): {said}; "
+        raise NodeKindError(f"`{' '.join(query)}` failed (exit {out.returncode}): {said}; "
                             f"fix the NVIDIA driver on this host before Ray starts on it")
-    memory = []
-    for line in out.stdout.splitlines():
-        if not line.strip():
-            continue
-        try:
-            memory.append(int(line.strip()))
-        except ValueError:
-            raise NodeKindError(f"`{' '.join(QUERY)}` printed {line.strip()!r}; expected each "
-                                f"GPU's memory in MiB, a whole number") from None
-    return memory
+    return [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines()
+            if line.strip()]
+
+
+def _mib(value: str, row: Sequence[str], query: list[str]) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise NodeKindError(f"`{' '.join(query)}` printed {', '.join(row)!r}; expected each "
+                            f"GPU's memory in MiB, a whole number") from None
 
 
 def resources(memory_mib: Sequence[int]) -> dict[str, int]:

@@ -8,7 +8,9 @@ every node can reach (or a clear error).
    before that would see a cluster without GPUs and run every trial on the head's CPUs. So
    the sweep first waits, at most :data:`JOIN_TIMEOUT_S`, until the head and those workers
    are alive, and stops with an error naming what is missing otherwise. (AWS node types
-   have ``min_workers: 0`` and declare their resources up front: nothing to wait for.)
+   have ``min_workers: 0`` and declare their resources up front: nothing to wait for.) A
+   SLURM job (``cluster/slurm.sbatch``) waits for its nodes itself, before it starts the
+   sweep: ``python -m kdray.sweep.preflight --nodes N`` (:func:`main`).
 2. **The store.** :class:`kdray.store.Store` makes a local path absolute on the driver, and
    every trial opens that path on the disk of the node it runs on: on a cluster of several
    nodes the runs would scatter over the nodes' disks (lost with a spot node, unseen by a DS
@@ -33,6 +35,7 @@ the store).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -69,31 +72,43 @@ def wait_for_workers(config: dict[str, Any], log: Callable[[str], None] = print,
                      timeout_s: float = JOIN_TIMEOUT_S) -> list[dict[str, Any]]:
     """Wait until the launcher's :func:`expected_nodes` are alive; returns the alive nodes.
     Raises ValueError, naming the nodes that joined, when they are not after ``timeout_s``."""
-    want = expected_nodes(config)
+    return wait_for_nodes(
+        expected_nodes(config), f"the workers that `ray up` starts ({launcher_config_path()})",
+        "see why on the head with `ray monitor CONFIG`, or list only the machines that can "
+        "join", log, timeout_s)
+
+
+def wait_for_nodes(want: int, whose: str, hint: str, log: Callable[[str], None] = print,
+                   timeout_s: float = JOIN_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Wait until ``want`` nodes of the cluster are alive (``whose``: which nodes, for the
+    messages; ``hint``: where to see why they did not join); returns the alive nodes ([] when
+    there is no cluster). Raises ValueError, naming the nodes that joined, after
+    ``timeout_s``."""
     nodes = cluster_nodes()
     deadline = time.monotonic() + timeout_s
     if nodes and len(nodes) < want:
         log(f"cluster: {len(nodes)} of {want} nodes alive; waiting up to {timeout_s:.0f} s for "
-            f"the workers that `ray up` starts ({launcher_config_path()})")
+            f"{whose}")
     while nodes and len(nodes) < want:
         if time.monotonic() > deadline:
-            raise ValueError(
-                f"cluster: {len(nodes)} of the {want} nodes its launcher config "
-                f"({launcher_config_path()}) keeps running joined in {timeout_s:.0f} s "
-                f"({describe(nodes)}); see why on the head with `ray monitor CONFIG`, or list "
-                f"only the machines that can join")
+            raise ValueError(f"cluster: {len(nodes)} of the {want} nodes joined in "
+                             f"{timeout_s:.0f} s, waiting for {whose}: {describe(nodes)}; "
+                             f"{hint}")
         time.sleep(2.0)
         nodes = cluster_nodes()
     return nodes
 
 
 def describe(nodes: list[dict[str, Any]]) -> str:
-    """``<ip> (head, node <id>), <ip> (node <id>, gpu_small), ...``"""
+    """``<ip> (head, node <id>), <ip> (node <id>, gpu_small), ...``, with each node's name
+    where it has one of its own (a SLURM node's, ``cluster/slurm.sbatch``)."""
     parts = []
     for n in sorted(nodes, key=lambda n: not n.get("Resources", {}).get("node:__internal_head__")):
         res = n.get("Resources", {})
         what = ["head"] if res.get("node:__internal_head__") else []
         what.append(f"node {str(n.get('NodeID', ''))[:12]}")
+        if n.get("NodeName") not in (None, "", n.get("NodeManagerAddress")):
+            what.append(str(n["NodeName"]))  # the name `ray start --node-name` gave it
         what += [k for k in NODE_KINDS if res.get(k)]
         parts.append(f"{n.get('NodeManagerAddress', '?')} ({', '.join(what)})")
     return ", ".join(parts)
@@ -132,3 +147,34 @@ def check(store: Store, options: SweepOptions, log: Callable[[str], None] = prin
     max_workers = int(config.get("max_workers", 0) or 0)
     if store.is_local and not shared_store and (len(nodes) > 1 or max_workers > 0):
         raise ValueError(store_error(store, nodes, max_workers, options.wandb))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdray.sweep.preflight --nodes N``: wait until the Ray cluster at
+    ``$RAY_ADDRESS`` has N nodes alive and print them (``cluster/slurm.sbatch``, before it runs
+    the sweep script); exit 1 with the nodes that joined when they are not."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m kdray.sweep.preflight",
+                                description="Wait until the Ray cluster at $RAY_ADDRESS has "
+                                            "NODES nodes alive, and print them.")
+    p.add_argument("--nodes", type=int, required=True, help="how many nodes must be alive")
+    p.add_argument("--timeout", type=float, default=JOIN_TIMEOUT_S, help="seconds to wait")
+    args = p.parse_args(argv)
+    job = os.environ.get("SLURM_JOB_ID")
+    whose = f"the Ray nodes of SLURM job {job}" if job else "the Ray nodes started for it"
+    try:
+        nodes = wait_for_nodes(args.nodes, whose, "each node's `ray start` output is in the "
+                               "job's output", timeout_s=args.timeout)
+        if not nodes:
+            raise ValueError(f"no Ray cluster at $RAY_ADDRESS="
+                             f"{os.environ.get('RAY_ADDRESS', '')!r}")
+    except (ValueError, ConnectionError) as e:
+        print(f"kdray.sweep.preflight: error: {e}", file=sys.stderr)
+        return 1
+    print(f"cluster: {len(nodes)} of {args.nodes} nodes joined: {describe(nodes)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
