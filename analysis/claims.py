@@ -1,70 +1,58 @@
-"""The paper's claims as data, each with a decision rule fixed before any reproduction run.
+"""The paper's claims as data, each judged by the rules of ``docs/claims.md``.
 
 Every claim is judged on every experiment of the store that has its data: a (dataset,
 study, teacher/student pair, alpha), and for the fairness claims each sensitive attribute.
+The seed is the unit (:mod:`analysis.seed_tests`); collapsed runs are already out of the
+experiments (:mod:`kdray.collapse`); one Holm correction per family decides the verdicts
+(:mod:`analysis.verdicts`).
 
 =====  ======================================  ============================================
-claim  statement (source)                      rule (``scipy.stats``; p <= 0.05, two-sided)
+claim  statement (source)                      seed k's number; test; effect
 =====  ======================================  ============================================
-C1     DS test accuracy above NDS (Table 2)    Welch t-test (``ttest_ind(equal_var=False)``)
-                                               of the seed-level accuracy of every DS run
-                                               with 1 <= T <= 10, pooled, against the NDS
-                                               seeds; paper direction DS > NDS
-C2     DS fairer than NDS (abstract, Tables    the same Welch test on seed-level EOD, and
-       2, 3, 8, 9)                             separately DPD; paper direction DS < NDS
-C3     EOD falls as T rises over 1-10          Spearman's ρ (``spearmanr``) between T and
-       (Tables 2, 9; Figure 4)                 the seed-level EOD of every DS run with
-                                               1 <= T <= 10; paper direction ρ < 0
-C4     DPD falls as T rises over 1-10 (same)   the same on DPD; ρ < 0
-C5     the trend reverses at T = 20-40         Spearman's ρ between T and the seed-level
-       (Tables 8, 9; Section 4.2)              EOD (and DPD) of every DS run with T in
-                                               {10, 20, 30, 40}; needs T = 10 and two of
-                                               {20, 30, 40}; paper direction ρ > 0
-C6     DS DPD at high T at or below the        Welch t-test of the seed-level DPD of the DS
-       teacher's (abstract, Figure 4)          runs with T in {8, 9, 10}, pooled, against
-                                               the teacher seeds; paper direction
-                                               DS < teacher
-C7     #SC rises with T (Figure 3)             Spearman's ρ between T and #SC over the
-                                               temperatures 2 <= T <= 10 of the experiment
-                                               (one value per T; needs >= 3 T); ρ > 0
-C8     #TC falls with T (Figure 3)             the same on #TC; ρ < 0
+C1     DS test accuracy above NDS (Table 2)    mean accuracy of seed k's DS runs with
+                                               1 <= T <= 10 minus its NDS; t-test across
+                                               seeds; mean difference (points); paper +
+C2     DS fairer than NDS (abstract, Tables    the same on EOD, and separately DPD;
+       2, 3, 8, 9)                             paper -
+C3     EOD falls as T rises over 1-10          Spearman's ρ of T vs EOD over seed k's DS
+       (Tables 2, 9; Figure 4)                 runs with 1 <= T <= 10; t-test of the ρs;
+                                               mean ρ; paper -
+C4     DPD falls as T rises over 1-10 (same)   the same on DPD; paper -
+C5     the trend reverses at T = 20-40         ρ of T vs EOD (and DPD) over T in {10, 20,
+       (Tables 8, 9; Section 4.2)              30, 40}; needs T = 10 and 3 of them; paper +
+C6     DS DPD at high T at or below the        mean DPD of seed k's DS runs with T in
+       teacher's (abstract, Figure 4)          {8, 9, 10} minus its teacher's; paper -
+C7     #SC rises with T (Figure 3)             no per-seed value: ρ of T vs #SC(T) over
+                                               2 <= T <= 10 (>= 3 T), p by permuting T
+                                               within seeds; paper +
+C8     #TC falls with T (Figure 3)             the same on #TC; paper -
 =====  ======================================  ============================================
 
-Verdict: ``reproduced`` (the paper's direction, p <= 0.05), ``contradicted`` (the opposite
-direction, p <= 0.05) or ``inconclusive``, with the statistic (Welch's t, or ρ), the p-value
-and n. The level is fixed at :data:`LEVEL` = 0.05, whatever the analysis's ``--level``.
-
-- Data missing (no DS runs in the claim's temperatures, too few temperatures, no NDS or
-  teacher runs, no #SC/#TC because too few seeds): ``not run``, with what is missing. The
-  claim's paper experiments (``scope``: the experiments the paper states it on) that the
-  store lacks are listed ``not run`` too, with an empty study.
-- Degenerate data give ``inconclusive`` with the reason, never a crash or a spurious p:
-  fewer than 3 values on a side (Welch) or in all (Spearman), all values equal, no spread
-  within either side of a Welch test (scipy would say p = 0 from ±inf), a constant input to
-  ``spearmanr`` (one temperature only, or all values equal). Within-side equality is judged
-  with the class tests' tolerance (:data:`analysis.significance.ZERO_SPREAD`). NaN values
-  (an undefined EOD) are left out before testing.
+Verdicts (:data:`VERDICTS`): ``reproduced``, ``contradicted``, ``inconclusive`` (with the
+reason; ``collapsed runs: ...`` when a cell the row uses lost more than one seed),
+``not testable here`` (C1, C2, C6 when the reference sits at the metric's floor or ceiling
+in every seed) and ``not run`` (the data is missing; the claim's paper experiments that the
+store lacks are listed ``not run`` too, with an empty study).
 
 ``in_paper``: whether the paper states the claim on this experiment (dataset, pair, alpha
-0.8, the paper's attribute); the rules apply to every experiment with the data.
+0.8, the paper's attribute); it decides the row's family (paper or kdray's own, ``*``).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from analysis.groups import PairTable, pair_tables
+from analysis import seed_tests, verdicts
+from analysis.groups import Experiment, PairTable, model_key, pair_tables
 from analysis.paper_results import paper_cells
-from analysis.significance import ZERO_SPREAD
+from analysis.seed_tests import SeedTest
+from analysis.significance import normalised_class_accuracy
 
-LEVEL = 0.05
 T_1_10 = tuple(float(t) for t in range(1, 11))
 T_2_10 = tuple(float(t) for t in range(2, 11))
 TRIFEATURE = (("trifeature-shape", "resnet20", "lenet5"),
@@ -74,18 +62,27 @@ CELEBA = (("celeba-smiling", "resnet50", "resnet18"),
 HATEXPLAIN = (("hatexplain", "bert_base", "distilbert"),)
 FIGURE_3 = (("cifar100", "resnet56", "resnet20"), ("imagenet", "resnet50", "resnet18"))
 FIGURE_4 = (TRIFEATURE[0], CELEBA[0])
+ROLE_NAMES = {"nds": "NDS", "teacher": "teacher"}
+COUNT_REFERENCE = {"n_sc": "nds", "n_tc": "teacher"}
+SIGNIFICANCE_OF = {"n_sc": "ds_vs_nds", "n_tc": "ds_vs_teacher"}  # significance.csv
+UNITS = {"test_accuracy": "accuracy points", "eod": "EOD points", "dpd": "DPD points"}
+# the metric's bound, and the paper's sign for which the reference at it leaves no room
+BOUNDS = {"eod": (0.0, -1, "floor"), "dpd": (0.0, -1, "floor"),
+          "test_accuracy": (100.0, +1, "ceiling")}
+AT_BOUND = 1e-9  # points of %
+MAX_COLLAPSED = 1  # collapsed seeds a cell may lose before its claim rows are inconclusive
 
 
 @dataclass(frozen=True)
 class Claim:
     """One claim and its rule.
 
-    ``test``: ``"welch"`` (DS runs pooled vs the ``reference`` role's seeds) or
-    ``"spearman"`` (T vs the metric of every DS run, or per T when ``per_temperature``).
-    ``direction``: the sign of the paper's effect (Welch: mean DS - mean reference; Spearman:
-    ρ). ``temperatures``: the DS runs used; ``required``: temperatures that must be among
-    them; ``min_temperatures``: how many distinct ones at least. ``scope``: the (dataset,
-    teacher, student) experiments (alpha 0.8) the paper states the claim on.
+    ``test``: ``"paired"`` (per seed, the DS minus the ``reference`` role), ``"trend"`` (per
+    seed, ρ of T vs the metric) or ``"count_trend"`` (ρ of T vs #SC/#TC, permuted within
+    seeds). ``direction``: the paper's sign of the effect. ``temperatures``: the DS runs
+    used; ``required``: temperatures that must be among them; ``min_temperatures``: how many
+    distinct ones at least. ``scope``: the (dataset, teacher, student) experiments (alpha
+    0.8) the paper states the claim on.
     """
 
     id: str
@@ -99,7 +96,6 @@ class Claim:
     reference: str = ""
     required: tuple[float, ...] = ()
     min_temperatures: int = 1
-    per_temperature: bool = False
 
     @property
     def fairness(self) -> bool:
@@ -107,47 +103,50 @@ class Claim:
 
     @property
     def rule(self) -> str:
-        temps = _temps(self.temperatures)
-        if self.test == "welch":
-            side = "<" if self.direction < 0 else ">"
+        temps, sign = _temps(self.temperatures), "<" if self.direction < 0 else ">"
+        what = "/".join(self.metrics)
+        if self.test == "paired":
             ref = ROLE_NAMES[self.reference]
-            return (f"Welch t-test, seed-level {'/'.join(self.metrics)} of the DS runs with T in "
-                    f"{temps} pooled vs the {ref} seeds; paper: DS {side} {ref}")
-        sign = "<" if self.direction < 0 else ">"
-        what = "one value per T" if self.per_temperature else "every DS run"
+            return (f"per seed: mean {what} of its DS runs with T in {temps} minus its {ref}; "
+                    f"t-test across seeds; paper: DS {sign} {ref}")
         needs = (f"; needs T = {_temps(self.required)} and >= {self.min_temperatures} T"
                  if self.required else f"; needs >= {self.min_temperatures} T"
                  if self.min_temperatures > 1 else "")
-        return (f"Spearman's ρ of T vs {'/'.join(self.metrics)}, {what} with T in {temps}"
-                f"{needs}; paper: ρ {sign} 0")
+        if self.test == "count_trend":
+            return (f"Spearman's ρ of T vs {what} (one count per T) with T in {temps}{needs}; "
+                    f"p: T permuted within seeds; paper: ρ {sign} 0")
+        return (f"per seed: Spearman's ρ of T vs {what} over its DS runs with T in {temps}"
+                f"{needs}; t-test of the ρs across seeds; paper: ρ {sign} 0")
 
 
 CLAIMS = (
-    Claim("C1", "DS test accuracy above NDS", "Table 2", ("test_accuracy",), "welch", +1,
+    Claim("C1", "DS test accuracy above NDS", "Table 2", ("test_accuracy",), "paired", +1,
           T_1_10, FIGURE_4, reference="nds"),
-    Claim("C2", "DS fairer than NDS", "abstract, Tables 2, 3, 8, 9", ("eod", "dpd"), "welch",
+    Claim("C2", "DS fairer than NDS", "abstract, Tables 2, 3, 8, 9", ("eod", "dpd"), "paired",
           -1, T_1_10, TRIFEATURE + CELEBA + HATEXPLAIN, reference="nds"),
     Claim("C3", "EOD falls as T rises over 1-10", "Tables 2, 9; Figure 4", ("eod",),
-          "spearman", -1, T_1_10, TRIFEATURE + CELEBA[:1]),
+          "trend", -1, T_1_10, TRIFEATURE + CELEBA[:1], min_temperatures=3),
     Claim("C4", "DPD falls as T rises over 1-10", "Tables 2, 9; Figure 4", ("dpd",),
-          "spearman", -1, T_1_10, TRIFEATURE + CELEBA[:1]),
+          "trend", -1, T_1_10, TRIFEATURE + CELEBA[:1], min_temperatures=3),
     Claim("C5", "the fairness trend reverses at T = 20-40", "Tables 8, 9; Section 4.2",
-          ("eod", "dpd"), "spearman", +1, (10.0, 20.0, 30.0, 40.0), TRIFEATURE + CELEBA,
+          ("eod", "dpd"), "trend", +1, (10.0, 20.0, 30.0, 40.0), TRIFEATURE + CELEBA,
           required=(10.0,), min_temperatures=3),
     Claim("C6", "DS DPD at high T at or below the teacher's", "abstract, Figure 4", ("dpd",),
-          "welch", -1, (8.0, 9.0, 10.0), FIGURE_4, reference="teacher"),
-    Claim("C7", "#SC rises with T", "Figure 3", ("n_sc",), "spearman", +1, T_2_10, FIGURE_3,
-          min_temperatures=3, per_temperature=True),
-    Claim("C8", "#TC falls with T", "Figure 3", ("n_tc",), "spearman", -1, T_2_10, FIGURE_3,
-          min_temperatures=3, per_temperature=True),
+          "paired", -1, (8.0, 9.0, 10.0), FIGURE_4, reference="teacher"),
+    Claim("C7", "#SC rises with T", "Figure 3", ("n_sc",), "count_trend", +1, T_2_10,
+          FIGURE_3, min_temperatures=3),
+    Claim("C8", "#TC falls with T", "Figure 3", ("n_tc",), "count_trend", -1, T_2_10,
+          FIGURE_3, min_temperatures=3),
 )
+DIRECTIONS = {c.id: c.direction for c in CLAIMS}
 
 COLUMNS = ["claim", "statement", "source", "dataset", "study", "teacher_arch", "student_arch",
-           "alpha", "attribute", "metric", "test", "temperatures", "n", "n_ref", "statistic",
-           "pvalue", "verdict", "reason", "in_paper"]
-VERDICTS = ("reproduced", "contradicted", "inconclusive", "not run")
-SIGNIFICANCE = {"n_sc": "ds_vs_nds", "n_tc": "ds_vs_teacher"}
-ROLE_NAMES = {"nds": "NDS", "teacher": "teacher"}
+           "alpha", "attribute", "metric", "test", "temperatures", "n", "n_ref", "n_collapsed",
+           "statistic", "pvalue", "family", "family_size", "pvalue_holm", "effect",
+           "effect_low", "effect_high", "effect_unit", "cohens_d", "seeds_for_power",
+           "verdict", "reason", "in_paper"]
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not testable here", "not run")
+COLLAPSED = "collapsed runs"
 
 
 def _temps(ts: tuple[float, ...] | list[float]) -> str:
@@ -157,75 +156,58 @@ def _temps(ts: tuple[float, ...] | list[float]) -> str:
     return "{" + ", ".join(f"{t:g}" for t in ts) + "}" if len(ts) > 1 else f"{ts[0]:g}"
 
 
-def _flat(x: np.ndarray) -> bool:
-    return bool(np.ptp(x) <= ZERO_SPREAD * max(1.0, float(np.max(np.abs(x)))))
+@dataclass(frozen=True)
+class ClaimData:
+    """What the claims read. ``experiments``: built from the runs that did not collapse;
+    ``runs``: every run (``run_id``, ``seed``, ``test_accuracy`` as a fraction);
+    ``fairness_runs``: DPD and EOD (fractions) per run and attribute; ``counts``: per run
+    ``(classes, correct, total)``; ``collapsed``: model key
+    (:func:`analysis.groups.model_key`) -> the seeds whose run collapsed; ``level`` and
+    ``normalisation``: those of the class tests that #SC and #TC count."""
+
+    experiments: list[Experiment]
+    runs: pd.DataFrame
+    fairness_runs: pd.DataFrame
+    counts: Mapping[str, tuple] = field(default_factory=dict)
+    collapsed: Mapping[tuple, tuple[int, ...]] = field(default_factory=dict)
+    level: float = 0.05
+    normalisation: str = "ratio"
 
 
-def verdict(statistic: float, pvalue: float, direction: int) -> tuple[str, str]:
-    """``(verdict, reason)`` of a finite test result under the paper's ``direction``."""
-    if pvalue <= LEVEL and np.sign(statistic) == direction:
-        return "reproduced", ""
-    if pvalue <= LEVEL and np.sign(statistic) == -direction:
-        return "contradicted", ""
-    return "inconclusive", f"p > {LEVEL:g}"
+class Values:
+    """Seed-level values of the store's runs, as the claims read them (% for metrics)."""
 
-
-def welch(ds: np.ndarray, ref: np.ndarray) -> tuple[float, float, str]:
-    """(t, p, reason) of a two-sided Welch t-test of ``ds`` vs ``ref``; NaN and a reason
-    instead of a test on degenerate input."""
-    if len(ds) < 3 or len(ref) < 3:
-        return math.nan, math.nan, f"n < 3 on a side ({len(ds)} vs {len(ref)})"
-    if _flat(np.concatenate([ds, ref])):
-        return math.nan, math.nan, "all values equal"
-    if _flat(ds) and _flat(ref):
-        return math.nan, math.nan, "no spread within either side"
-    res = stats.ttest_ind(ds, ref, equal_var=False)
-    return float(res.statistic), float(res.pvalue), ""
-
-
-def spearman(t: np.ndarray, y: np.ndarray) -> tuple[float, float, str]:
-    """(ρ, p, reason) of ``scipy.stats.spearmanr(t, y)``; NaN and a reason instead of a test
-    on degenerate input."""
-    if len(y) < 3:
-        return math.nan, math.nan, f"n < 3 ({len(y)})"
-    if _flat(t):
-        return math.nan, math.nan, "constant input: one temperature"
-    if _flat(y):
-        return math.nan, math.nan, "constant input: all values equal"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        res = stats.spearmanr(t, y)
-    rho, p = float(res.statistic), float(res.pvalue)
-    if not (math.isfinite(rho) and math.isfinite(p)):
-        return math.nan, math.nan, "undefined ρ"
-    return rho, p, ""
-
-
-class _Data:
-    """Seed-level values of the store's runs, as the claims read them."""
-
-    def __init__(self, runs: pd.DataFrame, fairness_runs: pd.DataFrame,
-                 significance: pd.DataFrame) -> None:
-        self.acc = dict(zip(runs["run_id"], 100.0 * runs["test_accuracy"]))
-        self.fair = {(r, a): (100.0 * d, 100.0 * e) for r, a, d, e in zip(
-            fairness_runs["run_id"], fairness_runs["attribute"], fairness_runs["dpd"],
-            fairness_runs["eod"])}
-        self.attributes = {r: set() for r in runs["run_id"]}
+    def __init__(self, data: ClaimData) -> None:
+        self.data = data
+        self.seed = dict(zip(data.runs["run_id"], data.runs["seed"].astype(int)))
+        self.acc = dict(zip(data.runs["run_id"], 100.0 * data.runs["test_accuracy"]))
+        f = data.fairness_runs
+        self.fair = {(r, a): (100.0 * d, 100.0 * e)
+                     for r, a, d, e in zip(f["run_id"], f["attribute"], f["dpd"], f["eod"])}
+        self.attributes: dict[str, set[str]] = {}
         for r, a in self.fair:
-            self.attributes[r].add(a)
-        self.sig = {(r.dataset, r.study, r.teacher_arch, r.student_arch, r.temperature,
-                     r.alpha, r.comparison): r.n_significant for r in significance.itertuples()}
+            self.attributes.setdefault(r, set()).add(a)
+        self.study_attributes: dict[tuple[str, str], set[str]] = {}  # collapsed runs too
+        if {"dataset", "study"} <= set(data.runs.columns):
+            for r, d, st in zip(data.runs["run_id"], data.runs["dataset"], data.runs["study"]):
+                self.study_attributes.setdefault((d, st), set()).update(
+                    self.attributes.get(r, ()))
 
-    def values(self, run_ids: tuple[str, ...], metric: str, attribute: str) -> np.ndarray:
+    def value(self, run_id: str, metric: str, attribute: str) -> float:
         if metric == "test_accuracy":
-            x = [self.acc[r] for r in run_ids]
-        else:
-            x = [self.fair.get((r, attribute), (math.nan,) * 2)[metric == "eod"]
-                 for r in run_ids]
-        x = np.asarray(x, float)
-        return x[np.isfinite(x)]
+            return float(self.acc[run_id])
+        return float(self.fair.get((run_id, attribute), (math.nan,) * 2)[metric == "eod"])
+
+    def by_seed(self, run_ids: tuple[str, ...], metric: str, attribute: str
+                ) -> dict[int, float]:
+        return {self.seed[r]: self.value(r, metric, attribute) for r in run_ids}
+
+    def norm_acc(self, run_id: str) -> np.ndarray:
+        _, correct, total = self.data.counts[run_id]
+        return normalised_class_accuracy(correct, total, self.data.normalisation)[0]
 
 
+# -- one claim on one experiment -------------------------------------------------------------
 def _missing(claim: Claim, temps: list[float]) -> str:
     """What the claim needs that the experiment's DS temperatures lack ("" for nothing)."""
     want = _temps(claim.temperatures)
@@ -238,48 +220,115 @@ def _missing(claim: Claim, temps: list[float]) -> str:
     return ""
 
 
-def _test(claim: Claim, t: PairTable, metric: str, attribute: str, data: _Data
-          ) -> dict[str, Any]:
-    """The test's fields of one claim on one experiment (and metric, attribute)."""
-    exps = [e for e in t.experiments if e.temperature in claim.temperatures]
-    temps = sorted(e.temperature for e in exps)
-    out: dict[str, Any] = {"temperatures": _temps(temps) if temps else ""}
-    missing = _missing(claim, temps)
-    if not missing and claim.test == "welch":
-        ref_runs = t.nds if claim.reference == "nds" else t.teacher
-        ds = data.values(tuple(r for e in exps for r in e.ds), metric, attribute)
-        ref = data.values(ref_runs, metric, attribute)
-        if not len(ref):
-            missing = f"no {ROLE_NAMES[claim.reference]} runs with {metric}"
-        else:
-            out.update(n=len(ds), n_ref=len(ref))
-            out["statistic"], out["pvalue"], out["reason"] = welch(ds, ref)
-    elif not missing:
-        if claim.per_temperature:
-            points = [(e.temperature, data.sig.get(
-                (t.dataset, t.study, t.teacher_arch, t.student_arch, e.temperature, t.alpha,
-                 SIGNIFICANCE[metric]))) for e in exps]
-            points = [(x, y) for x, y in points if y is not None]
-            if len(points) < claim.min_temperatures:
-                missing = (f"needs {metric} at >= {claim.min_temperatures} temperatures in "
-                           f"{_temps(claim.temperatures)}; tested at {len(points)} (too few "
-                           "seeds elsewhere)")
-        else:
-            points = [(e.temperature, y) for e in exps
-                      for y in data.values(e.ds, metric, attribute)]
-        if not missing:
-            x, y = (np.array(v, float) for v in zip(*points)) if points else ([], [])
-            out["n"] = len(points)
-            out["statistic"], out["pvalue"], out["reason"] = spearman(np.asarray(x),
-                                                                      np.asarray(y))
-    if missing:
-        return {**out, "verdict": "not run", "reason": missing}
-    if out["reason"]:
-        return {**out, "verdict": "inconclusive"}
-    out["verdict"], out["reason"] = verdict(out["statistic"], out["pvalue"], claim.direction)
+def _fields(test: SeedTest, unit: str) -> dict[str, Any]:
+    return {"n": test.n, "statistic": test.statistic, "pvalue": test.pvalue,
+            "effect": test.effect, "effect_low": test.low, "effect_high": test.high,
+            "effect_unit": unit, "cohens_d": test.d, "reason": test.reason,
+            "verdict": verdicts.UNDECIDED if math.isfinite(test.pvalue) else "inconclusive"}
+
+
+def _at_bound(claim: Claim, metric: str, ref: dict[int, float], role: str) -> str:
+    """Why the claim is not testable here ("" when it is): the reference sits at the
+    metric's bound in every seed, on the side the paper's effect would need."""
+    bound, side, name = BOUNDS.get(metric, (math.nan, 0, ""))
+    x = np.array([v for v in ref.values() if math.isfinite(v)])
+    if side != claim.direction or not len(x) or np.abs(x - bound).max() > AT_BOUND:
+        return ""
+    return (f"the {ROLE_NAMES[role]}'s {metric} is {bound:.2f} in every seed (the metric's "
+            f"{name}): no DS can be {'below' if side < 0 else 'above'} it")
+
+
+def _paired(claim: Claim, t: PairTable, metric: str, attribute: str, v: Values,
+            exps: list[Experiment]) -> dict[str, Any]:
+    """C1, C2, C6: per seed, the mean of its DS runs minus its reference; t-test."""
+    ref = {s: y for s, y in v.by_seed(t.nds if claim.reference == "nds" else t.teacher,
+                                      metric, attribute).items() if math.isfinite(y)}
+    if not ref:
+        return {"verdict": "not run",
+                "reason": f"no {ROLE_NAMES[claim.reference]} runs with {metric}"}
+    ds: dict[int, list[float]] = {}
+    for e in exps:
+        for s, y in v.by_seed(e.ds, metric, attribute).items():
+            ds.setdefault(s, []).append(y)
+    out = {**_fields(seed_tests.t_across_seeds(seed_tests.paired_differences(ds, ref)),
+                     UNITS[metric]), "n_ref": len(ref)}
+    why = _at_bound(claim, metric, ref, claim.reference)
+    if why:
+        out.update(verdict="not testable here", reason=why, statistic=math.nan,
+                   pvalue=math.nan)
     return out
 
 
+def _trend(metric: str, attribute: str, v: Values, exps: list[Experiment]) -> dict[str, Any]:
+    """C3-C5: per seed, Spearman's ρ of T vs the metric over its DS runs; t-test of the ρs."""
+    points: dict[int, list[tuple[float, float]]] = {}
+    for e in exps:
+        for s, y in v.by_seed(e.ds, metric, attribute).items():
+            points.setdefault(s, []).append((e.temperature, y))
+    return _fields(seed_tests.t_across_seeds(seed_tests.seed_rhos(points)), "rho")
+
+
+def _count_trend(t: PairTable, metric: str, v: Values, exps: list[Experiment]
+                 ) -> dict[str, Any]:
+    """C7, C8: ρ of T vs #SC (#TC), T permuted within the seeds that have every T."""
+    ref = t.nds if COUNT_REFERENCE[metric] == "nds" else t.teacher
+    by_seed = [{v.seed[r]: r for r in e.ds} for e in exps]
+    seeds = sorted(set.intersection(*(set(b) for b in by_seed)))
+    if not seeds or len(ref) < 2:
+        return {"verdict": "inconclusive", "n": len(seeds), "n_ref": len(ref),
+                "reason": f"{len(seeds)} seed(s) with a DS run at every T and {len(ref)} "
+                          f"{ROLE_NAMES[COUNT_REFERENCE[metric]]} run(s)"}
+    ds = np.stack([[v.norm_acc(b[s]) for b in by_seed] for s in seeds])
+    test, _ = seed_tests.count_trend([e.temperature for e in exps], ds,
+                                     np.stack([v.norm_acc(r) for r in ref]), v.data.level)
+    return {**_fields(test, "rho"), "n_ref": len(ref)}
+
+
+def _collapsed(claim: Claim, t: PairTable, metric: str, v: Values
+               ) -> tuple[int, str, list[float]]:
+    """(collapsed runs in the cells the row reads, the ``collapsed runs: ...`` reason when
+    one of those cells lost more than :data:`MAX_COLLAPSED` seeds, else "", and the claim's
+    temperatures with a collapsed DS run)."""
+    role = claim.reference or COUNT_REFERENCE.get(metric, "")
+    kept = {e.temperature: len(e.ds) for e in t.experiments}
+    cells = [(f"DS T={x:g}", ("ds", t.student_arch, t.teacher_arch, x, t.alpha), kept.get(x, 0))
+             for x in claim.temperatures]
+    if role:
+        arch, runs = ((t.student_arch, t.nds) if role == "nds" else (t.teacher_arch, t.teacher))
+        cells.insert(0, (ROLE_NAMES[role], (role, arch, None, None, None), len(runs)))
+    lost = [(label, len(v.data.collapsed.get(model_key(t.dataset, t.study, *key), ())), n)
+            for label, key, n in cells]
+    bad = [f"{label} {k} of {k + n} seeds" for label, k, n in lost if k > MAX_COLLAPSED]
+    temps = [key[3] for (_, key, _), (_, k, _) in zip(cells, lost) if key[0] == "ds" and k]
+    return (sum(k for _, k, _ in lost), f"{COLLAPSED}: " + "; ".join(bad) if bad else "",
+            temps)
+
+
+def _test(claim: Claim, t: PairTable, metric: str, attribute: str, v: Values
+          ) -> dict[str, Any]:
+    """The test's fields of one claim on one experiment (and metric, attribute)."""
+    exps = [e for e in t.experiments if e.temperature in claim.temperatures and e.ds]
+    temps = sorted(e.temperature for e in exps)
+    n_collapsed, collapsed, lost_temps = _collapsed(claim, t, metric, v)
+    out: dict[str, Any] = {"temperatures": _temps(temps) if temps else "",
+                           "n_collapsed": n_collapsed}
+    missing = _missing(claim, temps)
+    if missing and _missing(claim, sorted(set(temps) | set(lost_temps))):
+        return {**out, "verdict": "not run", "reason": missing}  # missing, collapse or not
+    if missing:
+        out.update(verdict="not run", reason=missing)
+    elif claim.test == "paired":
+        out.update(_paired(claim, t, metric, attribute, v, exps))
+    elif claim.test == "trend":
+        out.update(_trend(metric, attribute, v, exps))
+    else:
+        out.update(_count_trend(t, metric, v, exps))
+    if collapsed and out["verdict"] not in ("not testable here",):
+        out.update(verdict="inconclusive", reason=collapsed)
+    return out
+
+
+# -- every claim on every experiment -----------------------------------------------------------
 def _paper_attributes() -> dict[str, set[str]]:
     cells = paper_cells()
     fair = cells[cells["attribute"] != ""]
@@ -295,36 +344,52 @@ def _row(claim: Claim, experiment: tuple, attribute: str, metric: str, in_paper:
             "metric": metric, "test": claim.test, "in_paper": in_paper, **fields}
 
 
-def judge(experiments: list, runs: pd.DataFrame, fairness_runs: pd.DataFrame,
-          significance: pd.DataFrame) -> pd.DataFrame:
+def _attributes(claim: Claim, t: PairTable, v: Values) -> list[str]:
+    if not claim.fairness:
+        return [""]
+    ids = t.teacher + t.nds + tuple(r for e in t.experiments for r in e.ds)
+    return sorted(v.study_attributes.get((t.dataset, t.study), set()).union(
+        *(v.attributes.get(r, set()) for r in ids)))
+
+
+def _absent(claim: Claim, tables: list[PairTable], paper_attrs: dict[str, set[str]]
+            ) -> list[dict[str, Any]]:
+    """The claim's paper experiments that the store lacks, ``not run``."""
+    have = {(t.dataset, t.teacher_arch, t.student_arch) for t in tables if t.alpha == 0.8}
+    rows = []
+    for dataset, teacher_arch, student_arch in claim.scope:
+        if (dataset, teacher_arch, student_arch) in have:
+            continue
+        for attribute in (sorted(paper_attrs[dataset]) if claim.fairness else [""]):
+            for metric in claim.metrics:
+                rows.append(_row(claim, (dataset, "", teacher_arch, student_arch, 0.8),
+                                 attribute, metric, True,
+                                 {"verdict": "not run", "reason": "not in the store"}))
+    return rows
+
+
+def judge(data: ClaimData) -> pd.DataFrame:
     """``paper_claims.csv``: every claim on every experiment of the store that it applies to
     (the fairness claims per sensitive attribute), then the claim's paper experiments that
-    the store lacks, ``not run``. Columns :data:`COLUMNS`."""
-    data = _Data(runs, fairness_runs, significance)
+    the store lacks, ``not run``; verdicts after one Holm correction per family
+    (:func:`analysis.verdicts.decide`). Columns :data:`COLUMNS`."""
+    v = Values(data)
     paper_attrs = _paper_attributes()
-    tables = pair_tables(experiments)
+    tables = pair_tables(data.experiments)
     rows = []
     for claim in CLAIMS:
         for t in tables:
             exp = (t.dataset, t.study, t.teacher_arch, t.student_arch, t.alpha)
             paper_exp = t.alpha == 0.8 and exp[:1] + exp[2:4] in claim.scope
-            attrs = [""]
-            if claim.fairness:
-                ids = t.teacher + t.nds + tuple(r for e in t.experiments for r in e.ds)
-                attrs = sorted(set().union(*(data.attributes[r] for r in ids)))
-            for attribute in attrs:
+            for attribute in _attributes(claim, t, v):
                 in_paper = paper_exp and (not attribute
                                           or attribute in paper_attrs.get(t.dataset, ()))
                 for metric in claim.metrics:
                     rows.append(_row(claim, exp, attribute, metric, in_paper,
-                                     _test(claim, t, metric, attribute, data)))
-        have = {(t.dataset, t.teacher_arch, t.student_arch) for t in tables if t.alpha == 0.8}
-        for dataset, teacher_arch, student_arch in claim.scope:
-            if (dataset, teacher_arch, student_arch) in have:
-                continue
-            for attribute in (sorted(paper_attrs[dataset]) if claim.fairness else [""]):
-                for metric in claim.metrics:
-                    rows.append(_row(claim, (dataset, "", teacher_arch, student_arch, 0.8),
-                                     attribute, metric, True,
-                                     {"verdict": "not run", "reason": "not in the store"}))
-    return pd.DataFrame(rows, columns=COLUMNS)
+                                     _test(claim, t, metric, attribute, v)))
+        rows += _absent(claim, tables, paper_attrs)
+    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in
+                                        ("family", "family_size", "pvalue_holm",
+                                         "seeds_for_power")])
+    frame["reason"] = frame["reason"].fillna("")
+    return verdicts.decide(frame, DIRECTIONS)[COLUMNS]

@@ -236,9 +236,9 @@ def fairness_table(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
     of one run's number; NaN without intervals). Teacher and NDS rows have empty
     ``teacher_arch``, ``temperature`` and ``alpha``.
     """
-    if per_run.empty:
-        return pd.DataFrame(columns=FAIRNESS_COLUMNS[:1] + ["study"] + FAIRNESS_COLUMNS[1:])
     df = per_run.merge(runs, on="run_id", how="inner")
+    if df.empty:  # no attributes, or no run that did not collapse
+        return pd.DataFrame(columns=FAIRNESS_COLUMNS[:1] + ["study"] + FAIRNESS_COLUMNS[1:])
     keys = ["dataset", "study", "role", "arch", "teacher_arch", "temperature", "alpha",
             "attribute"]
     rows = []

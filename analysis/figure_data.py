@@ -40,8 +40,11 @@ def pair_figures(t: PairTable, ix: StatsIndex, names: Names, title: str,
     name = slug(t.dataset, t.study, f"{t.teacher_arch}-{t.student_arch}", f"a{t.alpha:g}")
     temps = np.array([e.temperature for e in t.experiments])
     out = [_significance(t, ix, f"{name}_significance.png", title, level, temps)]
-    classes = ix.stats.counts[t.experiments[0].ds[0]][0]
-    if len(classes) <= MAX_CLASSES_FIG1:
+    runs = [r for e in t.experiments for r in e.ds + e.nds + e.teacher]
+    if not runs:  # every run of the pair collapsed
+        return out
+    classes = ix.stats.counts[runs[0]][0]
+    if len(classes) <= MAX_CLASSES_FIG1 and any(e.ds for e in t.experiments):
         out.append(_class_accuracy(t, ix, names, classes, f"{name}_class_accuracy.png",
                                    f"{title}  (× significant DS vs NDS)", level, temps))
     out += _fairness(t, ix, name, title)
@@ -70,8 +73,9 @@ def _significance(t: PairTable, ix: StatsIndex, name: str, title: str, level: fl
 
 def _class_accuracy(t: PairTable, ix: StatsIndex, names: Names, classes: np.ndarray,
                     name: str, title: str, level: float, temps: np.ndarray) -> LineFigure:
-    per_t = np.stack([ix.ds_class_accuracy(e)["acc_mean"].to_numpy(float)
-                      for e in t.experiments])  # [T, K], classes in order
+    per_t = np.stack([ix.ds_class_accuracy(e)["acc_mean"].to_numpy(float) if e.ds
+                      else np.full(len(classes), np.nan)
+                      for e in t.experiments])  # [T, K], classes in order (NaN: collapsed)
     hits = np.zeros(per_t.shape, bool)
     for i, e in enumerate(t.experiments):
         ct = ix.class_tests(e, "ds_vs_nds")

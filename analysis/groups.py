@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -164,6 +165,17 @@ def experiments(runs: pd.DataFrame) -> list[Experiment]:
     return sorted(out, key=lambda e: (e.family, e.alpha, e.temperature))
 
 
+def without(exps: list[Experiment], run_ids: set[str]) -> list[Experiment]:
+    """The experiments with ``run_ids`` (collapsed runs) left out of their DS, NDS and
+    teacher runs; an experiment whose every DS run is left out stays, with no DS runs, so
+    its row still shows (``n = 0 of 5``)."""
+    def keep(ids: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(r for r in ids if r not in run_ids)
+
+    return [dataclasses.replace(e, ds=keep(e.ds), nds=keep(e.nds), teacher=keep(e.teacher))
+            for e in exps]
+
+
 @dataclass(frozen=True)
 class PairTable:
     """The experiments of one paper table (Tables 1, 5, 6, 7): one teacher/student pair of one
@@ -191,6 +203,19 @@ def pair_tables(exps: list[Experiment]) -> list[PairTable]:
     for e in exps:
         by_table.setdefault(e.family + (e.alpha,), []).append(e)
     return [PairTable(*key, tuple(es)) for key, es in by_table.items()]
+
+
+def model_key(dataset: str, study: str, role: str, arch: str, teacher_arch: Any,
+              temperature: Any, alpha: Any) -> tuple:
+    """The key of one model cell (its seeds vary): teacher and NDS have ``None`` for
+    ``teacher_arch``, ``temperature`` and ``alpha`` (NaN, None and "" alike); numbers are
+    floats."""
+    def part(x: Any) -> Any:
+        if x is None or x == "" or (isinstance(x, float) and x != x):
+            return None
+        return float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else str(x)
+
+    return (dataset, study, role, arch, part(teacher_arch), part(temperature), part(alpha))
 
 
 def unreferenced(runs: pd.DataFrame, exps: list[Experiment]) -> pd.DataFrame:

@@ -35,6 +35,10 @@ class StatsIndex:
                      if len(cls) else {})
         fair = stats.fairness
         self._fair = {k: sub for k, sub in fair.groupby(["dataset", "study"], sort=False)}
+        every = stats.fairness_runs.merge(stats.runs[["run_id", "dataset", "study"]],
+                                          on="run_id")  # collapsed runs too
+        self._attributes = {k: sorted(sub["attribute"].unique())
+                            for k, sub in every.groupby(["dataset", "study"], sort=False)}
         ds = stats.class_accuracy[stats.class_accuracy["role"] == "ds"]
         self._ds_cls = {k: sub for k, sub in ds.groupby(
             ["dataset", "study", "teacher_arch", "arch", "temperature", "alpha"], sort=False)}
@@ -56,6 +60,10 @@ class StatsIndex:
     def ds_class_accuracy(self, e: Experiment) -> pd.DataFrame:
         """class_accuracy.csv's rows of an experiment's DS (one per class, in class order)."""
         return self._ds_cls[key(e)]
+
+    def attributes(self, dataset: str, study: str) -> list[str]:
+        """The sensitive attributes of one study's runs (collapsed ones too), sorted."""
+        return self._attributes.get((dataset, study), [])
 
     def fairness(self, dataset: str, study: str) -> pd.DataFrame:
         """fairness.csv's rows of one study (empty without sensitive attributes)."""

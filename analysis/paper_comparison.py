@@ -11,9 +11,13 @@ cell is matched to kdray's models by name:
   and ``n_tc``: significance.csv's #SC (DS vs NDS) and #TC (DS vs teacher) at the analysis
   level (the paper's 0.05 by default).
 
-``status``: ``compared`` (both have it), ``not run`` (the store has no such models, or no
-study of the dataset at all: then one row with an empty study), ``too few seeds`` (#SC/#TC of
-DS runs that were not tested). ``recipe``: how the study was trained where it differs from
+Collapsed runs (``docs/claims.md``) give no value: ``kdray_n`` counts the seeds that did not
+collapse and ``kdray_n_collapsed`` those that did.
+
+``status``: ``compared`` (both have it), ``all collapsed`` (every seed of kdray's model
+collapsed: no value), ``not run`` (the store has no such models, or no study of the dataset
+at all: then one row with an empty study), ``too few seeds`` (#SC/#TC of DS runs that were
+not tested). ``recipe``: how the study was trained where it differs from
 kdray's paper recipe for the dataset and student (:class:`kdray.spec.RunSpec`'s defaults, the
 paper's Appendix C); a laptop study is not the paper's setting.
 """
@@ -28,36 +32,26 @@ import numpy as np
 import pandas as pd
 
 from analysis.groups import STUDY_FIELDS, _flatten
+from analysis.groups import model_key as _model
 from analysis.paper_results import paper_cells
 
 COLUMNS = ["dataset", "study", "teacher_arch", "student_arch", "role", "temperature", "alpha",
            "metric", "attribute", "status", "kdray_mean", "kdray_std", "kdray_n",
-           "kdray_ci95_halfwidth", "paper_mean", "paper_std", "difference", "tables",
-           "recipe", "notes"]
+           "kdray_n_collapsed", "kdray_ci95_halfwidth", "paper_mean", "paper_std", "difference",
+           "tables", "recipe", "notes"]
 SIGNIFICANCE = {"n_sc": "ds_vs_nds", "n_tc": "ds_vs_teacher"}
 PAPER_RECIPE = "kdray's paper recipe"
-
-
-def _k(x: Any) -> Any:
-    """A key part: None for a missing value (NaN, None, ""), floats as floats."""
-    if x is None or (isinstance(x, float) and math.isnan(x)) or x == "":
-        return None
-    return float(x) if isinstance(x, (int, float, np.number)) else str(x)
-
-
-def _model(dataset: str, study: str, role: str, arch: str, teacher_arch: Any,
-           temperature: Any, alpha: Any) -> tuple:
-    return (dataset, study, role, arch) + tuple(_k(v) for v in (teacher_arch, temperature,
-                                                                 alpha))
 
 
 class _StoreCells:
     """kdray's value of any model cell of a study, looked up by :func:`_model` keys."""
 
     def __init__(self, runs: pd.DataFrame, fairness: pd.DataFrame,
-                 significance: pd.DataFrame) -> None:
+                 significance: pd.DataFrame, collapsed: dict[tuple, tuple[int, ...]]) -> None:
+        self.collapsed = collapsed
         self.acc: dict[tuple, list[float]] = {}
-        for r in runs.itertuples():
+        kept = runs[~runs["collapsed"]] if "collapsed" in runs else runs
+        for r in kept.itertuples():
             key = _model(r.dataset, r.study, r.role, r.arch, r.teacher_arch, r.temperature,
                          r.alpha)
             self.acc.setdefault(key, []).append(100.0 * r.test_accuracy)
@@ -68,9 +62,15 @@ class _StoreCells:
                     for r in significance.itertuples()}
 
     def value(self, model: tuple, metric: str, attribute: str) -> dict[str, Any]:
-        """``status`` and kdray's ``mean``, ``std``, ``n``, ``ci95_halfwidth`` of one cell."""
+        """``status`` and kdray's ``mean``, ``std``, ``n``, ``n_collapsed``,
+        ``ci95_halfwidth`` of one cell."""
+        lost = len(self.collapsed.get(model, ()))
         if model not in self.acc:
-            return {"status": "not run"}
+            return {"status": "all collapsed", "n": 0, "n_collapsed": lost} if lost else {
+                "status": "not run"}
+        return {**self._value(model, metric, attribute), "n_collapsed": lost}
+
+    def _value(self, model: tuple, metric: str, attribute: str) -> dict[str, Any]:
         if metric == "test_accuracy":
             x = np.array(self.acc[model])
             return {"status": "compared", "mean": x.mean(),
@@ -111,12 +111,15 @@ def recipe_differences(study_key: str, dataset: str, arch: str) -> str:
     return ", ".join(parts) if parts else PAPER_RECIPE
 
 
-def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFrame
-            ) -> pd.DataFrame:
+def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFrame,
+            collapsed: dict[tuple, tuple[int, ...]] | None = None) -> pd.DataFrame:
     """``paper_comparison.csv``: every cell of the paper, per study of its dataset (see the
-    module docstring); ``difference`` = kdray - paper."""
+    module docstring); ``difference`` = kdray - paper. ``runs``: every run, with a
+    ``collapsed`` column where some collapsed (their values are left out; the study and its
+    recipe still count); ``collapsed``: model key -> the seeds that did
+    (:attr:`analysis.statistics.Statistics.collapsed_seeds`)."""
     cells = paper_cells()
-    store = _StoreCells(runs, fairness, significance)
+    store = _StoreCells(runs, fairness, significance, collapsed or {})
     # one study per label: archs trained with different recipes share the label "" (their
     # study_key differs), so a cell's recipe is that of its own arch's runs
     studies = runs[["dataset", "study", "study_key"]].drop_duplicates(["dataset", "study"])
@@ -141,8 +144,8 @@ def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFra
             if key not in recipes:
                 recipes[key] = recipe_differences(*key)
             rows.append({**base, "study": s.study, "status": v["status"],
-                         **{f"kdray_{k}": v[k] for k in ("mean", "std", "n", "ci95_halfwidth")
-                            if k in v},
+                         **{f"kdray_{k}": v[k] for k in ("mean", "std", "n", "n_collapsed",
+                                                         "ci95_halfwidth") if k in v},
                          **paper, "recipe": recipes[key]})
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["difference"] = out["kdray_mean"] - out["paper_mean"]

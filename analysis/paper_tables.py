@@ -6,10 +6,12 @@
   the store has; per (dataset, study, pair) every compared cell, kdray's mean ± std (n
   seeds) beside the paper's, under the study's recipe where it differs from the paper's;
   then the claims with their fixed rules, the verdicts, and the paper's experiments that
-  the store lacks;
+  the store lacks (:mod:`analysis.claim_tables`), and the collapsed runs by name;
 - the data tables ``paper_comparison.csv`` (every cell of the paper, per study, with its
-  status) and ``paper_claims.csv`` (every verdict), both also logged to the W&B run;
-- the epilogue printed after tables.md: the recipes, the per-table counts and the verdicts.
+  status), ``paper_claims.csv`` (every verdict) and ``paper_claim_trends.csv`` (the trends
+  per T), also logged to the W&B run;
+- the epilogue printed after tables.md: the recipes, the per-table counts, the verdicts
+  counted per family, the verdicts and the trends per T.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import math
 
 import pandas as pd
 
-from analysis.claims import CLAIMS, VERDICTS
+from analysis.claim_tables import claim_blocks, shape_table, tally_lines, verdict_rows
+from analysis.claims import VERDICTS
 from analysis.groups import slug, study_name
 from analysis.model import Block, Report, Table, Text
 from analysis.paper_results import paper_results
 from analysis.statistics import Statistics
-from analysis.tables import DASH, pm
+from analysis.tables import DASH, collapsed_blocks, pm, seeds_text
 
 PAGE = "paper_comparison.md"
 METRIC_LABELS = {"test_accuracy": "Test Acc. (%)", "n_sc": "#SC", "n_tc": "#TC",
@@ -31,8 +34,6 @@ METRIC_LABELS = {"test_accuracy": "Test Acc. (%)", "n_sc": "#SC", "n_tc": "#TC",
 ROLE_LABELS = {"teacher": "Teacher", "nds": "NDS", "ds": "DS"}
 CELL = ["dataset", "teacher_arch", "student_arch", "role", "temperature", "alpha", "metric",
         "attribute"]
-VERDICT_HEADER = ["claim", "experiment", "attribute", "metric", "T", "statistic", "p", "n",
-                  "verdict", "reason"]
 
 
 def _number(x: float, digits: int = 2) -> str:
@@ -82,15 +83,15 @@ def _block(sub: pd.DataFrame) -> pd.DataFrame:
             row += ([DASH, DASH] if c is None else
                     [_cell_text(c["kdray_mean"], c["kdray_std"], metric),
                      _cell_text(c["paper_mean"], c["paper_std"], metric)])
-        n = cells["kdray_n"].max()
-        rows.append(row + [DASH if not math.isfinite(n) else f"{n:.0f}"])
+        n, lost = cells["kdray_n"].max(), cells["kdray_n_collapsed"].fillna(0).max()
+        rows.append(row + [DASH if not math.isfinite(n) else seeds_text(int(n), int(lost))])
     header = ["Model", "Temp", "alpha"] + [f"{_label(m, a)} {who}" for m, a in columns
                                            for who in ("kdray", "paper")] + ["seeds"]
     return pd.DataFrame(rows, columns=header)
 
 
 def _compared_blocks(comparison: pd.DataFrame) -> tuple[list[Block], list[Table]]:
-    done = comparison[comparison["status"] == "compared"]
+    done = comparison[comparison["status"].isin(["compared", "all collapsed"])]
     blocks: list[Block] = []
     tables: list[Table] = []
     keys = ["dataset", "study", "teacher_arch", "student_arch"]
@@ -107,81 +108,29 @@ def _compared_blocks(comparison: pd.DataFrame) -> tuple[list[Block], list[Table]
     return blocks, tables
 
 
-def _experiment(r) -> str:
-    return (f"{study_name(r.dataset, r.study)} {r.teacher_arch}/{r.student_arch} "
-            f"alpha={r.alpha:g}")
+def _collapsed_line(stats: Statistics) -> list[str]:
+    n, total = stats.collapsed["run_id"].nunique(), stats.runs["run_id"].nunique()
+    return [f"- collapsed runs (at chance): {n} of {total}, kept out of every number and "
+            "claim; tables.md and paper_comparison.md name them"] if n else []
 
 
-def verdict_rows(claims: pd.DataFrame) -> pd.DataFrame:
-    """The verdicts of the store's experiments as display strings (:data:`VERDICT_HEADER`)."""
-    rows = []
-    for r in claims[claims["reason"] != "not in the store"].itertuples():
-        n = DASH if pd.isna(r.n) else (f"{r.n:.0f}" if pd.isna(r.n_ref)
-                                       else f"{r.n:.0f} vs {r.n_ref:.0f}")
-        p = DASH if pd.isna(r.pvalue) else f"{r.pvalue:.3g}"
-        rows.append([r.claim + ("" if r.in_paper else "*"), _experiment(r),
-                     r.attribute or DASH, r.metric, r.temperatures or DASH,
-                     _number(r.statistic, 3), p, n, r.verdict, r.reason or DASH])
-    return pd.DataFrame(rows, columns=VERDICT_HEADER)
-
-
-def _claim_blocks(claims: pd.DataFrame) -> list[Block]:
-    rules = pd.DataFrame([[c.id, c.statement, c.source, c.rule] for c in CLAIMS],
-                         columns=["claim", "statement", "source", "rule"])
-    out: list[Block] = [
-        Text(("", "## The paper's claims, judged by rules fixed before any run", "",
-              "reproduced: the paper's direction at p <= 0.05; contradicted: the opposite "
-              "direction at p <= 0.05; inconclusive: neither, or degenerate data (the reason "
-              "says which); not run: the data is missing. Welch: scipy.stats.ttest_ind("
-              "equal_var=False), statistic t (DS - reference); Spearman: scipy.stats."
-              "spearmanr, statistic ρ. * marks an experiment the paper does not state the "
-              "claim on (the rule applies all the same).", "")),
-        Table("paper/claim_rules", "The paper's claims and their rules", rules),
-        Text(("", "### Verdicts", ""))]
-    verdicts = verdict_rows(claims)
-    out.append(Table("paper/verdicts", "Verdicts", verdicts) if len(verdicts)
-               else Text(("No experiment of the store.",)))
-    out += [Text(("", "### The paper's experiments the store lacks (not run)", "",
-                  *_missing_lines(claims)))]
-    return out
-
-
-def _missing_lines(claims: pd.DataFrame) -> list[str]:
-    lines = []
-    for c in CLAIMS:
-        sub = claims[(claims["claim"] == c.id) & (claims["reason"] == "not in the store")]
-        names = list(dict.fromkeys(
-            f"{r.dataset} {r.teacher_arch}/{r.student_arch}" + (f" ({r.attribute})"
-                                                                if r.attribute else "")
-            for r in sub.itertuples()))
-        lines.append(f"- {c.id} ({c.statement}): " + (", ".join(names) if names else "none"))
-    return lines
-
-
-def _near_chance_line(stats: Statistics) -> list[str]:
-    n, total = stats.near_chance["run_id"].nunique(), stats.runs["run_id"].nunique()
-    return [f"- runs near chance (learned almost nothing): {n} of {total}; the means and "
-            "verdicts include them (tables.md lists them)"] if n else []
-
-
-def _epilogue(comparison: pd.DataFrame, claims: pd.DataFrame, counts: pd.DataFrame,
-              near_chance: list[str]) -> list[Block]:
-    done = comparison[comparison["status"] == "compared"]
+def _epilogue(stats: Statistics, counts: pd.DataFrame, collapsed: list[str]) -> list[Block]:
+    comparison, claims = stats.paper_comparison, stats.claims
+    done = comparison[comparison["status"].isin(["compared", "all collapsed"])]
     recipes = [f"- {study_name(d, s)}: kdray recipe {r}" for d, s, r in
                done[["dataset", "study", "recipe"]].drop_duplicates().itertuples(index=False)]
     per_table = ", ".join(f"{table}: {compared} of {n}" for table, n, compared, _ in
                           counts.itertuples(index=False, name=None))
-    absent = claims["reason"] == "not in the store"
-    tally = claims.loc[~absent, "verdict"].value_counts()
     out: list[Block] = [Text((
-        "", f"## Beside the paper ({PAGE})", "", *recipes, *near_chance,
+        "", f"## Beside the paper ({PAGE})", "", *recipes, *collapsed,
         f"- paper numbers the store has: {per_table}",
-        "- verdicts on the store's experiments: "
-        + ", ".join(f"{tally.get(v, 0)} {v}" for v in VERDICTS)
-        + f"; {int(absent.sum())} more not run on the paper's experiments the store lacks", ""))]
+        "- verdicts (docs/claims.md), one line per family:", *tally_lines(claims), ""))]
     verdicts = verdict_rows(claims)
     if len(verdicts):
         out.append(Table("paper/verdicts", "Verdicts", verdicts))
+    shape = shape_table(stats.trend_shapes, claims, "paper/trend_shapes")
+    if shape is not None:
+        out += [Text(("", "The trends per T (mean over seeds [95% CI]):", "")), shape]
     return out
 
 
@@ -190,26 +139,30 @@ def extend(report: Report, stats: Statistics) -> None:
     comparison, claims = stats.paper_comparison, stats.claims
     counts = table_counts(comparison)
     blocks, shown = _compared_blocks(comparison)
-    near_chance = _near_chance_line(stats)
+    collapsed = _collapsed_line(stats)
     page: list[Block] = [
         Text(("# kdray beside the paper", "",
               "Every number of the paper's Tables 1, 2, 3, 5, 6, 7, 8 and 9 "
               "(analysis/paper_results.csv) that the store has: kdray's mean ± std over seeds "
-              "(sample std; seeds: how many) beside the paper's as printed (mean ± std over "
-              "its five seeds). #SC and #TC are counts. Each study's recipe is named where it "
+              "(sample std; seeds: how many; `n = 4 of 5 (1 collapsed)` where runs "
+              "collapsed) beside the paper's as printed (mean ± std over its five seeds). "
+              "#SC and #TC are counts. Each study's recipe is named where it "
               "differs from the paper's (Appendix C, as kdray's defaults implement it): a "
               "study on another recipe is not the paper's experiment. All cells, with the "
               "ones the store lacks (`not run`), are in paper_comparison.csv.",
-              *(["", *near_chance] if near_chance else []), "",
+              *(["", *collapsed] if collapsed else []), "",
               "## Cells compared", "")),
         Table("paper/table_counts", "The paper's numbers the store has, per table", counts),
-        *blocks, *_claim_blocks(claims)]
+        *blocks, *claim_blocks(claims, stats.trend_shapes),
+        *collapsed_blocks(stats, "##", "paper/collapsed")]
     report.pages[PAGE] = page
     report.tables += [Table("paper_comparison", "kdray beside the paper, every cell",
                             comparison, "paper_comparison.csv"),
                       Table("paper_claims", "The paper's claims, verdicts", claims,
                             "paper_claims.csv"),
+                      Table("paper_claim_trends", "The trend claims per T", stats.trend_shapes,
+                            "paper_claim_trends.csv"),
                       *[b for b in page if isinstance(b, Table)]]
-    report.epilogue += _epilogue(comparison, claims, counts, near_chance)
+    report.epilogue += _epilogue(stats, counts, collapsed)
     report.summary.update({f"claims_{v.replace(' ', '_')}": int((claims["verdict"] == v).sum())
                            for v in VERDICTS})

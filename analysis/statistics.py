@@ -5,11 +5,14 @@
     read_store (runs table + per-run summaries)
       ─► studies, checks (one seed per group, same test samples, same attribute values,
          the same class names within a study)
+      ─► collapsed runs named and set aside (kdray/collapse.py; docs/claims.md): every
+         number below is computed from the other runs
       ─► experiments ─► class accuracies and Welch tests (significance.py), fairness means
          (fairness.py)
       ─► disagreement matrices (disagreement.py, one Ray Data task per comparison)
       ─► the paper's cells beside kdray's (paper_comparison.py), the paper's claims judged
-         (claims.py)
+         (claims.py, seed_tests.py, verdicts.py) and the trends' per-T shape
+         (trend_shapes.py)
 
 Nothing here formats, titles or writes anything (comparisons only get a file-name-safe
 name): tables and titles are the table model's job (:mod:`analysis.tables`), and rendering
@@ -25,19 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import claims, groups, paper_comparison
+from analysis import claims, groups, paper_comparison, trend_shapes
 from analysis.bootstrap import INTERVAL_KEYS
 from analysis.disagreement import run_comparisons
 from analysis.fairness import fairness_table
 from analysis.read import ReadSummary, attribute_difference
 from analysis.significance import class_accuracy_table, significance_tables
+from kdray.collapse import balanced_accuracy, collapse_reason
 from kdray.store import Store
-
-# A run "near chance" learned (almost) nothing: its balanced accuracy (the mean of its
-# per-class accuracies) is less than this fraction of the way from chance (1 / classes) to 1,
-# i.e. below 19 % for 10 classes and 55 % for 2. Listed in tables.md, never dropped. Fixed
-# after a Trifeature study at lr 0.1 left most distilled students at 10 % (README).
-NEAR_CHANCE = 0.1
 
 FAIRNESS_RUN_COLUMNS = ["run_id", "attribute", "dpd", "eod", "tpr_diff", "fpr_diff",
                         "n_classes", "n_undefined", *INTERVAL_KEYS]
@@ -58,7 +56,11 @@ class Comparison:
 @dataclass
 class Statistics:
     """Everything the analysis computed. Frames carry a ``study`` column ("" for a dataset
-    with one study); ``counts[run_id] = (classes, correct, total)`` per class."""
+    with one study); ``counts[run_id] = (classes, correct, total)`` per class. ``runs`` has
+    every run read, with a ``collapsed`` column; ``collapsed`` lists those runs (with
+    ``balanced_accuracy``, a fraction, and ``collapse_reason``), and the experiments (an
+    experiment whose every DS run collapsed stays, with none) and every frame but ``runs``
+    leave them out."""
 
     runs: pd.DataFrame
     experiments: list[groups.Experiment]
@@ -72,8 +74,10 @@ class Statistics:
     names: dict[tuple[str, str], groups.Names]
     counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     summary: ReadSummary
+    collapsed: pd.DataFrame = field(default_factory=pd.DataFrame)
     paper_comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # paper_comparison.py
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.py
+    trend_shapes: pd.DataFrame = field(default_factory=pd.DataFrame)  # trend_shapes.py
 
     @property
     def disagreement(self) -> dict[str, pd.DataFrame]:
@@ -81,15 +85,14 @@ class Statistics:
         return {c.name: c.matrix for c in self.comparisons}
 
     @cached_property
-    def near_chance(self) -> pd.DataFrame:
-        """The runs (rows of :attr:`runs`) that learned almost nothing (:data:`NEAR_CHANCE`),
-        with their ``balanced_accuracy``."""
-        return near_chance(self.runs, self.counts)
+    def collapsed_seeds(self) -> dict[tuple, tuple[int, ...]]:
+        """Model key (:func:`analysis.groups.model_key`) -> the seeds whose run collapsed."""
+        return collapsed_seeds(self.collapsed)
 
     @property
     def unreferenced(self) -> pd.DataFrame:
-        """Teacher and NDS runs that no experiment compares with."""
-        return groups.unreferenced(self.runs, self.experiments)
+        """Teacher and NDS runs (that did not collapse) that no experiment compares with."""
+        return groups.unreferenced(self.runs[~self.runs["collapsed"]], self.experiments)
 
     @property
     def studies(self) -> dict[tuple[str, str], str]:
@@ -123,32 +126,34 @@ def _comparisons(runs: pd.DataFrame, exps: list[groups.Experiment]
     return out
 
 
-def near_chance(runs: pd.DataFrame, counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-                ) -> pd.DataFrame:
-    """Rows of ``runs`` whose balanced accuracy is below :data:`NEAR_CHANCE` of the way from
-    chance to 1, with a ``balanced_accuracy`` column (a fraction)."""
-    def balanced(rid: str) -> float:
+def collapsed_runs(runs: pd.DataFrame,
+                   counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Rows of ``runs`` that collapsed (:func:`kdray.collapse.collapse_reason` of their
+    per-class test accuracy), with ``balanced_accuracy`` (a fraction) and
+    ``collapse_reason``."""
+    def per_class(rid: str) -> list[float]:
         _, correct, total = counts[rid]
-        return float(np.mean(np.asarray(correct) / np.maximum(np.asarray(total), 1)))
+        return [c / t for c, t in zip(np.asarray(correct), np.asarray(total)) if t > 0]
 
-    def bar(rid: str) -> float:
-        chance = 1.0 / len(counts[rid][0])
-        return chance + NEAR_CHANCE * (1.0 - chance)
-
-    out = runs.assign(balanced_accuracy=[balanced(r) for r in runs["run_id"]])
-    return out[[b < bar(r) for r, b in zip(out["run_id"], out["balanced_accuracy"])]]
+    out = runs.assign(balanced_accuracy=[balanced_accuracy(per_class(r))[0]
+                                         for r in runs["run_id"]],
+                      collapse_reason=[collapse_reason(per_class(r)) for r in runs["run_id"]])
+    return out[out["collapse_reason"] != ""]
 
 
-def compute(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]],
-            summary: ReadSummary, level: float, normalisation: str,
-            progress: bool = False) -> Statistics:
-    """Every statistic of the complete runs that :func:`analysis.read.read_store` returned.
+def collapsed_seeds(collapsed: pd.DataFrame) -> dict[tuple, tuple[int, ...]]:
+    """Model key (:func:`analysis.groups.model_key`) -> the sorted seeds that collapsed."""
+    out: dict[tuple, list[int]] = {}
+    for r in collapsed.itertuples():
+        key = groups.model_key(r.dataset, r.study, r.role, r.arch, r.teacher_arch,
+                               r.temperature, r.alpha)
+        out.setdefault(key, []).append(int(r.seed))
+    return {k: tuple(sorted(set(v))) for k, v in out.items()}
 
-    Raises
-    ------
-    ValueError : no complete runs; two runs of one group with the same seed; runs of one study
-        on different test samples, with different attribute values or class names.
-    """
+
+def _checked(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]],
+             summary: ReadSummary) -> tuple[pd.DataFrame, dict[tuple[str, str], groups.Names]]:
+    """The runs with their studies, after the checks; the studies' names."""
     if runs.empty:
         raise ValueError(f"no complete runs in {summary.store}: " + "; ".join(
             [summary.counts()] + [s.strip() for s in summary.lines()[1:]]))
@@ -163,22 +168,44 @@ def compute(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]]
     names = groups.study_names(runs, {r: (per_run[r]["class_names"],
                                           per_run[r]["attribute_values"])
                                       for r in runs["run_id"]})
+    return runs, names
 
-    exps = groups.experiments(runs)
+
+def compute(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]],
+            summary: ReadSummary, level: float, normalisation: str,
+            progress: bool = False) -> Statistics:
+    """Every statistic of the complete runs that :func:`analysis.read.read_store` returned;
+    collapsed runs are named (``collapsed``) and left out of everything else.
+
+    Raises
+    ------
+    ValueError : no complete runs; two runs of one group with the same seed; runs of one study
+        on different test samples, with different attribute values or class names.
+    """
+    runs, names = _checked(store, runs, per_run, summary)
     counts = {r: (s["classes"], s["correct"], s["total"]) for r, s in per_run.items()}
+    collapsed = collapsed_runs(runs, counts)
+    runs = runs.assign(collapsed=runs["run_id"].isin(collapsed["run_id"]))
+    kept = runs[~runs["collapsed"]]
+
+    exps = groups.without(groups.experiments(runs), set(collapsed["run_id"]))
     sig, cls, few = significance_tables(exps, counts, level, normalisation)
-    class_acc = class_accuracy_table(runs, counts)
+    class_acc = class_accuracy_table(kept, counts)
     fair_runs = pd.DataFrame([{"run_id": r, **f} for r, s in sorted(per_run.items())
                               for f in s["fairness"]], columns=FAIRNESS_RUN_COLUMNS)
-    fair = fairness_table(runs, fair_runs)
+    fair = fairness_table(kept, fair_runs)
 
-    todo = _comparisons(runs, exps)
+    todo = _comparisons(kept, exps)
     matrices = run_comparisons(store, [{"name": n, "pairs": p} for n, _, _, p in todo], progress)
     comps = [Comparison(n, e, student, counts[pairs[0][2]][0], matrices[n])
              for n, e, student, pairs in todo]
-    return Statistics(runs=runs, experiments=exps, class_accuracy=class_acc,
-                      significance=sig, class_tests=cls,
-                      too_few_seeds=few, fairness=fair, fairness_runs=fair_runs,
-                      comparisons=comps, names=names, counts=counts, summary=summary,
-                      paper_comparison=paper_comparison.compare(runs, fair, sig),
-                      claims=claims.judge(exps, runs, fair_runs, sig))
+    stats = Statistics(runs=runs, experiments=exps, class_accuracy=class_acc,
+                       significance=sig, class_tests=cls, too_few_seeds=few, fairness=fair,
+                       fairness_runs=fair_runs, comparisons=comps, names=names, counts=counts,
+                       summary=summary, collapsed=collapsed)
+    data = claims.ClaimData(exps, runs, fair_runs, counts, stats.collapsed_seeds, level,
+                            normalisation)
+    stats.paper_comparison = paper_comparison.compare(runs, fair, sig, stats.collapsed_seeds)
+    stats.claims = claims.judge(data)
+    stats.trend_shapes = trend_shapes.trend_shapes(stats.claims, data, sig)
+    return stats

@@ -8,8 +8,9 @@ Every table, title and label of the analysis is made here, once; the renderers o
   the number of seeds; then the significant classes by name. For datasets with sensitive
   attributes (Tables 2, 3, 8, 9): the same rows with Test Acc., EOD and DPD per attribute
   (mean ± std in %), and the attribute values' names where the runs recorded them.
-- Then the groups with too few seeds (listed, not tested), runs that no experiment uses, the
-  studies, and the read/skip summary.
+- Then the groups with too few seeds (listed, not tested), the collapsed runs (named; kept
+  out of every number above, and each cell that lost seeds says ``n = 4 of 5 (1
+  collapsed)``), runs that no experiment uses, the studies, and the read/skip summary.
 - The data tables (``significance.csv``, ``class_accuracy.csv``, ``class_tests.parquet``,
   ``fairness.csv``, ``disagreement/*.csv``): the ``study`` column only when some dataset has
   several studies;
@@ -25,11 +26,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.figure_data import heatmap, pair_figures
-from analysis.groups import COMPARISONS, Names, PairTable, pair_tables, slug, study_name
+from analysis.groups import (COMPARISONS, Names, PairTable, model_key, pair_tables, slug,
+                             study_name)
 from analysis.index import StatsIndex
 from analysis.model import Block, Figure, Report, Table, Text
 from analysis.noise import NOISE_NOTE, noise_cells, noise_header
-from analysis.statistics import NEAR_CHANCE, Comparison, Statistics
+from analysis.statistics import Comparison, Statistics
+from kdray.collapse import MARGIN
 
 DASH = "–"
 MAX_NAMED = 10  # significant classes named per cell of tables.md
@@ -44,6 +47,11 @@ def pm(mean: float, std: float, digits: int = 2) -> str:
     if std is None or not math.isfinite(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def seeds_text(n: int, collapsed: int) -> str:
+    """A cell's seeds: ``"5"``, or ``"n = 4 of 5 (1 collapsed)"`` when some collapsed."""
+    return f"n = {n} of {n + collapsed} ({collapsed} collapsed)" if collapsed else f"{n}"
 
 
 def pair_title(t: PairTable) -> str:
@@ -72,17 +80,28 @@ def _listing(names: list[str]) -> str:
 
 
 # -- one paper table (pair and alpha) ------------------------------------------------------
+def _seeds(t: PairTable, ix: StatsIndex, role: str, n: int, temperature: float | None = None
+           ) -> str:
+    """:func:`seeds_text` of one model of the pair table."""
+    arch = t.teacher_arch if role == "teacher" else t.student_arch
+    ds = role == "ds"
+    key = model_key(t.dataset, t.study, role, arch, t.teacher_arch if ds else None,
+                    temperature, t.alpha if ds else None)
+    return seeds_text(n, len(ix.stats.collapsed_seeds.get(key, ())))
+
+
 def _significance_table(t: PairTable, ix: StatsIndex, title: str) -> Table:
     t_acc, n_acc = ix.accuracy(t.teacher), ix.accuracy(t.nds)
-    rows = [["Teacher", DASH, pm(*t_acc[:2]), DASH, DASH, DASH, DASH, t_acc[2]],
-            ["NDS", DASH, pm(*n_acc[:2]), DASH, DASH, DASH, DASH, n_acc[2]]]
+    rows = [["Teacher", DASH, pm(*t_acc[:2]), DASH, DASH, DASH, DASH,
+             _seeds(t, ix, "teacher", t_acc[2])],
+            ["NDS", DASH, pm(*n_acc[:2]), DASH, DASH, DASH, DASH, _seeds(t, ix, "nds", n_acc[2])]]
     for e in t.experiments:
         cell = {c: ix.n_significant(e, c) for c, _, _ in COMPARISONS}
         sc, tc = ((str(n[0]), str(n[1])) if n else ("n/a", "n/a")
                   for n in (cell["ds_vs_nds"], cell["ds_vs_teacher"]))
         d_acc = ix.accuracy(e.ds)
         rows.append(["DS", f"{e.temperature:g}", pm(*d_acc[:2]), sc[0], tc[0], sc[1], tc[1],
-                     d_acc[2]])
+                     _seeds(t, ix, "ds", d_acc[2], e.temperature)])
     name = slug(t.dataset, t.study, f"{t.teacher_arch}-{t.student_arch}", f"a{t.alpha:g}")
     return Table(f"tables/{name}", title, pd.DataFrame(rows, columns=SIG_HEADER))
 
@@ -109,7 +128,7 @@ def _significant_classes(t: PairTable, ix: StatsIndex, names: Names, level: floa
 
 def _fairness_blocks(t: PairTable, ix: StatsIndex, names: Names, title: str) -> list[Block]:
     sub = ix.fairness(t.dataset, t.study)
-    attrs = sorted(sub["attribute"].unique())
+    attrs = ix.attributes(t.dataset, t.study)  # a model whose every seed collapsed: dashes
     if not attrs:
         return []
 
@@ -180,7 +199,7 @@ def _notes(stats: Statistics, ix: StatsIndex) -> list[Block]:
                 Table("tables/too_few_seeds", "Groups with too few seeds (listed, not tested)",
                       pd.DataFrame(rows, columns=["group", "comparison", "DS seeds",
                                                   "reference seeds"]))]
-    out += _near_chance(stats)
+    out += collapsed_blocks(stats)
     unused = stats.unreferenced
     if len(unused):
         rows = []
@@ -203,8 +222,10 @@ def _notes(stats: Statistics, ix: StatsIndex) -> list[Block]:
     return out
 
 
-def _near_chance(stats: Statistics) -> list[Block]:
-    low = stats.near_chance.drop_duplicates("run_id")  # a teacher may serve several studies
+def collapsed_blocks(stats: Statistics, heading: str = "##", name: str = "tables/collapsed"
+                     ) -> list[Block]:
+    """The collapsed runs, by name (tables.md and paper_comparison.md)."""
+    low = stats.collapsed.drop_duplicates("run_id")  # a teacher may serve several studies
     if not len(low):
         return []
     rows = [[study_name(r.dataset, r.study), r.role, r.arch,
@@ -212,12 +233,14 @@ def _near_chance(stats: Statistics) -> list[Block]:
              f"{100 * r.test_accuracy:.2f}", f"{100 * r.balanced_accuracy:.2f}"]
             for r in low.sort_values(["dataset", "study", "role", "temperature", "seed"])
             .itertuples()]
-    return [Text(("", f"## Runs near chance ({len(low)} of {stats.runs['run_id'].nunique()}: "
-                  f"they learned almost nothing)", "",
-                  f"Balanced accuracy below chance + {NEAR_CHANCE:g} x (1 - chance). They are "
-                  "in every table above; a mean over seeds that includes one says little "
-                  "about the recipe's models.")),
-            Table("tables/near_chance", "Runs near chance",
+    return [Text(("", f"{heading} Collapsed runs ({len(low)} of "
+                  f"{stats.runs['run_id'].nunique()}: at chance, kept out of every number)",
+                  "", f"Balanced test accuracy below chance + {MARGIN:g} x (1 - chance) "
+                  "(docs/claims.md): a constant predictor scores EOD = DPD = 0. No mean, "
+                  "test or claim includes them; a cell that lost seeds says `n = 4 of 5 (1 "
+                  "collapsed)`, and a claim row whose cell lost more than one is `inconclusive "
+                  "(collapsed runs)`.")),
+            Table(name, "Collapsed runs",
                   pd.DataFrame(rows, columns=["dataset", "role", "arch", "T", "seed", "run_id",
                                               "Test Acc. (%)", "Balanced Acc. (%)"]))]
 

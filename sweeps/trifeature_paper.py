@@ -71,8 +71,8 @@ role (a deviation from Appendix C). ``python benchmarks/trifeature_convergence.p
 A final test accuracies 99.14 / 99.15 / 99.61 / 99.69 / 99.68 % and changes over the last
 20 % of 0.15 / 0.11 / 0.03 / 0.03 / 0.01 points: A passed, B was not probed. No fairness
 number of either candidate was looked at before the choice. One known weakness stays: the
-stage-1 rule passes an NDS stuck at chance (its accuracy does not change); the analysis lists
-such runs ("Runs near chance" in tables.md).
+stage-1 rule passes an NDS stuck at chance (its accuracy does not change); the analysis names
+such runs and keeps them out of every number ("Collapsed runs" in tables.md, docs/claims.md).
 
 The texture label (``--datasets trifeature-texture``) runs with the same recipe, which does not
 learn it: a texture repeats every 10 px at 224 px, so at 24 px each pixel averages about one

@@ -139,7 +139,9 @@ def write_fairness_study(store: Store | str, dataset: str, gap: Mapping[str, Any
     Group 0 has TPR 0.9 and FPR 0.1; group 1 TPR 0.9 - gap and FPR 0.1 + gap / 2, so that
     EOD = gap and DPD = gap / 4 (``per_cell`` samples per (group, label)). ``gap`` maps
     ``"teacher"``, ``"nds"`` and each DS temperature (a float) to a gap; seed s adds
-    0.004 * s (so seeds differ). Returns ``{role: [run_id, ...]}``."""
+    0.004 * s (so seeds differ), or a gap may be one value per seed (a list, used as it is),
+    where ``None`` is a constant predictor (class 0 for every sample: EOD = DPD = 0, at
+    chance). Returns ``{role: [run_id, ...]}``."""
     label = np.tile(np.repeat([0, 1], per_cell), 2)
     young = np.repeat([0, 1], 2 * per_cell)
     made: dict[str, list[str]] = {"teacher": [], "nds": [], "ds": []}
@@ -150,7 +152,8 @@ def write_fairness_study(store: Store | str, dataset: str, gap: Mapping[str, Any
                                    temperature=t, alpha=alpha), g)
                   for t, g in gap.items() if isinstance(t, float)]
         for role, spec, g in specs:
-            g = g + 0.004 * s
-            pred = preds_for_rates(label, young, [0.9, 0.9 - g], [0.1, 0.1 + g / 2])
+            g = g[s] if isinstance(g, Sequence) else g + 0.004 * s
+            pred = (np.zeros_like(label) if g is None else
+                    preds_for_rates(label, young, [0.9, 0.9 - g], [0.1, 0.1 + g / 2]))
             made[role].append(write_run(store, spec, label, pred, attributes={"young": young}))
     return made

@@ -121,9 +121,10 @@ def test_every_study_field_separates_studies(field):
 # run.json's check included), the store's own check that a URI is a usable store before any
 # work (kdray.store_check: `python -m analysis --store` names a file, a missing bucket or
 # missing credentials in one line, as the sweep does; it reaches S3 through kdray.s3, below
-# it) and the shared module that joins Ray and picks W&B's mode; never the sweep side.
+# it), the shared module that joins Ray and picks W&B's mode, and the collapse rule that the
+# sweep's summary and the analysis share (kdray.collapse); never the sweep side.
 ANALYSIS_MAY_IMPORT = {"kdray", "kdray.store", "kdray.spec", "kdray.checks", "kdray.connect",
-                       "kdray.store_check"}
+                       "kdray.store_check", "kdray.collapse"}
 SWEEP_SIDE = ("kdray.sweep", "kdray.trial", "kdray.training")
 
 

@@ -167,18 +167,24 @@ def test_both_kd_terms_in_one_store_are_two_studies_sharing_the_teachers(tmp_pat
     assert len(result.unreferenced) == 0
 
 
-def test_runs_near_chance_are_listed_and_counted(tmp_path, ray_local):
-    """A DS that learned nothing (10 classes, one class always predicted) is named in tables.md
-    and beside the paper, and kept in the means (balanced accuracy 10 %: the bar is 19 %)."""
+def test_collapsed_runs_are_named_and_kept_out(tmp_path, ray_local):
+    """A DS that learned nothing (10 classes, one class always predicted: balanced accuracy
+    10 %, the bar 19 %) is named in tables.md and beside the paper, and kept out of every
+    number: the temperature whose every seed collapsed keeps its row, with no run in it."""
     root = str(tmp_path / "store")
     made = write_study(root, seeds=range(3), temperatures=(2.0, 4.0), noise=0.0,
                        ds_acc={2.0: 0.8, 4.0: [1.0] + [0.0] * 9})
     result = analysis.run(root, wandb_mode="disabled")
-    low = sorted(result.near_chance["run_id"])
+    low = sorted(result.collapsed["run_id"])
     assert low == sorted(r for r in made["ds"] if "-T4-" in r) and len(low) == 3
-    assert result.near_chance["balanced_accuracy"].tolist() == [0.1, 0.1, 0.1]
-    assert "## Runs near chance (3 of 12: they learned almost nothing)" in result.tables_md
+    assert result.collapsed["balanced_accuracy"].tolist() == [0.1, 0.1, 0.1]
+    assert ("## Collapsed runs (3 of 12: at chance, kept out of every number)"
+            in result.tables_md)
     assert all(rid in result.tables_md for rid in low)
-    assert "- runs near chance (learned almost nothing): 3 of 12;" in result.epilogue
+    assert "- collapsed runs (at chance): 3 of 12, kept out of every number" in result.epilogue
     t4 = result.runs[result.runs["run_id"].isin(low)]
-    assert t4["test_accuracy"].tolist() == [0.1, 0.1, 0.1]  # in the runs table, not dropped
+    assert t4["collapsed"].all() and t4["test_accuracy"].tolist() == [0.1, 0.1, 0.1]
+    t4 = next(e for e in result.experiments if e.temperature == 4.0)
+    assert t4.ds == () and len(t4.nds) == 3  # its row stays, with no run in it
+    assert not result.significance["temperature"].eq(4.0).any()
+    assert "| DS | 4 | – | n/a | n/a | n/a | n/a | n = 0 of 3 (3 collapsed) |" in result.tables_md

@@ -28,6 +28,9 @@ first, ``kdray/sweep/grid.py``):
    key and the key is passed to nothing; named by run_id, grouped by dataset and pair;
 7. the returned :class:`SweepReport` says what ran, what was skipped, what failed (with the
    error) and what was not launched; ``fit()`` does not raise on failed trials, we check.
+   It counts the runs it trained that *collapsed* (``kdray/collapse.py``: complete, but at
+   chance) beside the failed ones, each named; they do not make the sweep fail (a run that
+   learned nothing is a result), and the analysis keeps them out of every number.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from kdray.collapse import collapse_reason
 from kdray.connect import init_ray
 from kdray.data.fetch import stage_datasets
 from kdray.lease import Claim, Owner
@@ -60,6 +64,7 @@ class SweepReport:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run_id -> error
+    collapsed: dict[str, str] = field(default_factory=dict)  # run_id -> why (complete, at chance)
     not_launched: dict[str, str] = field(default_factory=dict)  # run_id -> why
     running_elsewhere: dict[str, str] = field(default_factory=dict)  # run_id -> who
     trained_again: dict[str, str] = field(default_factory=dict)  # run_id -> what was wrong
@@ -73,6 +78,7 @@ class SweepReport:
         self.ran += stage.ran
         self.skipped += stage.skipped
         self.failed.update(stage.failed)
+        self.collapsed.update(stage.collapsed)
 
     def claimed(self, claim: Claim) -> None:
         """What leasing a stage's runs found: held by another live driver, or committed."""
@@ -82,6 +88,7 @@ class SweepReport:
     def format(self, max_listed: int = 40) -> str:
         lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
                  f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
+                 f"{len(self.collapsed)} collapsed, "
                  + (f"{len(self.running_elsewhere)} running elsewhere, "
                     if self.running_elsewhere else "") + f"{self.seconds:.0f}s"]
         for run_id, why in sorted(self.trained_again.items()):
@@ -92,6 +99,8 @@ class SweepReport:
             lines.append(f"  ... and {len(self.ran) - max_listed} more (the store lists every run)")
         for run_id, err in sorted(self.failed.items()):
             lines.append(f"  FAILED {run_id}: {err}")
+        for run_id, why in sorted(self.collapsed.items()):
+            lines.append(f"  COLLAPSED {run_id}: {why}")
         for run_id, why in sorted(self.not_launched.items()):
             lines.append(f"  NOT LAUNCHED {run_id}: {why}")
         for run_id, why in sorted(self.running_elsewhere.items()):
@@ -102,11 +111,13 @@ class SweepReport:
 @dataclass
 class StageResult:
     """What one stage's trials did: the runs now complete, those a trial found complete
-    (another driver committed them after they were leased), and the failed ones with why."""
+    (another driver committed them after they were leased), the failed ones with why, and
+    the ones it ran that collapsed (:func:`kdray.collapse.collapse_reason`)."""
 
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    collapsed: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------
@@ -309,6 +320,19 @@ def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, 
             _delete_checkpoints(result, ids, store, earlier)
     for run_id in unreported:  # trials Tune never reported (should not happen)
         out.failed[run_id] = "no result from Ray Tune"
+    out.collapsed = collapsed_runs(store, out.ran)
+    return out
+
+
+def collapsed_runs(store: Store, run_ids: list[str]) -> dict[str, str]:
+    """The complete runs among ``run_ids`` that collapsed, with why (from their run.json's
+    ``per_class_accuracy``; a run.json without it is not judged)."""
+    out = {}
+    for run_id in run_ids:
+        record = store.read_run_json(run_id) or {}
+        why = collapse_reason(record.get("per_class_accuracy") or [])
+        if why:
+            out[run_id] = why
     return out
 
 
