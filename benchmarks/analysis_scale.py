@@ -3,7 +3,7 @@
 Defaults: 1000 classes x 50,000 test samples x 140 runs = 7M prediction rows
 (5 seeds x (teacher + NDS + DS at 13 temperatures x 2 alphas)), the shape of the paper's
 ImageNet ResNet-50/ResNet-18 experiment (Tables 1, 6). Writes the store (real format, via
-tests/analysis_store.py conventions), runs ``analysis.run`` on a local Ray, and prints rows,
+tests/analysis_store.py conventions), runs ``kdray.analysis.run`` on a local Ray, and prints rows,
 seconds, rows/s, the CPU seconds the job used (driver, and the whole process tree: driver +
 raylet + Ray workers, from /proc; less sensitive than wall time to other work on a shared
 machine), the driver's peak RSS (getrusage) and the peak RSS summed over the process tree
@@ -149,7 +149,7 @@ def main() -> None:
 
     import ray
 
-    import analysis
+    from kdray import analysis
 
     mem = TreeMemory()
     mem.start()

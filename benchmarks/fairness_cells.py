@@ -1,5 +1,5 @@
 """fairlearn's MetricFrame on a run's rows one by one, against the same MetricFrame on the
-rows' distinct cells weighted by their counts (what ``analysis.fairness`` does), side by side.
+rows' distinct cells weighted by their counts (what ``kdray.analysis.fairness`` does), side by side.
 
 One Trifeature-sized run (10 classes, 10 groups, 30,000 test samples, 97 % accuracy) is
 stacked into its 10 one-vs-rest problems (300,000 rows). Both ways give per (group, class)
@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from analysis.fairness import _fairlearn_rates
+from kdray.analysis.fairness import _fairlearn_rates
 
 
 def rows_one_by_one(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray,

@@ -15,7 +15,7 @@ already complete in the store are skipped, so an interrupted study resumes.
 
 Its GPU part needs torch, numpy, pandas, scipy and pyarrow (and what kdray itself imports:
 torchvision, safetensors); not Ray, W&B, fairlearn or matplotlib: the statistics are the
-analysis package's pure functions (``analysis.significance``, ``analysis.fairness`` with
+analysis package's pure functions (``kdray.analysis.significance``, ``kdray.analysis.fairness`` with
 its numpy backend), imported module by module.
 """
 
@@ -44,9 +44,9 @@ ATTRIBUTES = ("color", "texture")
 def statistics_functions() -> dict:
     """The analysis job's pure statistics, imported submodule by submodule (never through a
     part of the package that needs Ray, W&B or fairlearn); fails before any training."""
-    names = {"analysis.significance": ("normalised_class_accuracy", "welch_tests", "bh_adjust",
+    names = {"kdray.analysis.significance": ("normalised_class_accuracy", "welch_tests", "bh_adjust",
                                        "count_significant"),
-             "analysis.fairness": ("fairness_metrics",)}
+             "kdray.analysis.fairness": ("fairness_metrics",)}
     out = {}
     for module, functions in names.items():
         mod = importlib.import_module(module)

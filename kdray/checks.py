@@ -3,7 +3,7 @@
 Every caller asks here: :class:`~kdray.spec.RunSpec` when it resolves a spec, the sweep
 scripts' flags (``kdray/sweep/flags.py``), the grid's axes (``kdray/sweep/grid.py``),
 ``python -m kdray.trial``'s flags (``kdray/trial/cli.py``) and the analysis reading a run.json
-(``analysis/read.py``). One rule, two phrasings:
+(``kdray/analysis/read.py``). One rule, two phrasings:
 
 - :func:`problem` says what is wrong with a value given for the field itself
   (``"is not an integer"``, ``"is not >= 1"``, ``"is not a registered dataset; ..."``): a
@@ -16,7 +16,7 @@ when a name is checked, so the analysis can check a run.json's numbers without t
 
 A committed ``run.json`` is checked here too, once for every reader of the store, so that a
 file the analysis skips is also one the sweep trains again (:meth:`kdray.store.Store.status`
-and ``analysis/read.py``): :func:`record_problem` (a JSON object with a string
+and ``kdray/analysis/read.py``): :func:`record_problem` (a JSON object with a string
 ``predictions_sha256``, its optional fields of the right type) and :func:`spec_problem` (its
 ``spec`` an object whose fields the analysis reads are valid, by the rules above; names are
 not looked up in the registries). Each returns ``None`` when all is well, else one phrase
@@ -30,11 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-ROLES = ("teacher", "nds", "ds")  # the order every table lists them in
-DS_ONLY = ("teacher_arch", "temperature", "alpha")  # set on a DS spec, and on no other
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("multistep", "cosine", "linear")
-AUGMENTATIONS = ("none", "crop_flip", "random_resized_crop_flip")
+from kdray.vocabulary import AUGMENTATIONS, DS_ONLY, OPTIMIZERS, ROLES, SCHEDULES  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """How a process joins the services a study uses: Ray and Weights & Biases.
 
 Shared by the sweep (``kdray/sweep/``), ``python -m kdray.trial`` and the analysis
-(``analysis/``), which imports nothing else of the sweep side.
+(``kdray/analysis/``), which imports nothing else of the sweep side.
 
 Ray (:func:`init_ray`), as a researcher expects: the running cluster if there is one
 (:func:`join_cluster`, which the sweep's checks before any work use alone), else a local Ray.

@@ -10,7 +10,7 @@ alpha = 0.8), 5 seeds; label ``shape`` (or ``texture``), fairness w.r.t. ``color
 high temperatures: the teachers and NDS are the same runs, so only the 15 new DS runs train
 (5 cohorts of 3), and they run no teacher: each replays the teacher logits its seed's cohort
 of the study recorded in the store (``kdray/trial/teacher_logits.py``). The analysis prints the tables, then the paper's numbers beside kdray's and
-the paper's claims judged by rules fixed before any run (``analysis/claims.py``).
+the paper's claims judged by rules fixed before any run (``kdray/analysis/claims.py``).
 
 The recipe is the paper's (Appendix C): SGD, momentum 0.9, lr 0.1, weight decay 1e-3, batch
 64, random crop (4 px padding) and horizontal flip, lr / 10 at 30 %, 60 % and 90 % of the

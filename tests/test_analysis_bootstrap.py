@@ -1,4 +1,4 @@
-"""analysis.bootstrap: the bootstrap 95% interval of a run's DPD and EOD (no Ray)."""
+"""kdray.analysis.bootstrap: the bootstrap 95% interval of a run's DPD and EOD (no Ray)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
 
-from analysis.bootstrap import (add_intervals, bootstrap_draws, cell_metrics, fairness_interval,
+from kdray.analysis.bootstrap import (add_intervals, bootstrap_draws, cell_metrics, fairness_interval,
                                 cell_counts)
-from analysis.fairness import fairness_metrics, run_fairness
+from kdray.analysis.fairness import fairness_metrics, run_fairness
 
 
 def _binary(n: int, groups: int, seed: int = 0):

@@ -1,4 +1,4 @@
-"""analysis.claims end to end, on planted stores through the whole analysis: the seed as the
+"""kdray.analysis.claims end to end, on planted stores through the whole analysis: the seed as the
 unit, collapsed runs named and kept out, Holm per family, effects with intervals and the
 seeds for power, not testable at a metric's floor (docs/claims.md)."""
 
@@ -14,8 +14,8 @@ import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 from scipy import stats
 
-import analysis
-from analysis.claims import CLAIMS, COLUMNS
+from kdray import analysis
+from kdray.analysis.claims import CLAIMS, COLUMNS
 from analysis_store import write_fairness_study
 from kdray.store import Store
 

@@ -1,10 +1,10 @@
-"""analysis.disagreement: eq. 7 matrices on a hand example (no Ray)."""
+"""kdray.analysis.disagreement: eq. 7 matrices on a hand example (no Ray)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.disagreement import disagreement_counts, mean_disagreement, to_dense
+from kdray.analysis.disagreement import disagreement_counts, mean_disagreement, to_dense
 
 
 def test_disagreement_matrix_by_hand():

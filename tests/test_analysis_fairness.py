@@ -1,4 +1,4 @@
-"""analysis.fairness: DPD, EOD (eqs. 1-4), Algorithm 1, undefined rates (no Ray)."""
+"""kdray.analysis.fairness: DPD, EOD (eqs. 1-4), Algorithm 1, undefined rates (no Ray)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-from analysis.fairness import fairness_metrics, fairness_table, group_rates, is_binary
+from kdray.analysis.fairness import fairness_metrics, fairness_table, group_rates, is_binary
 
 BACKENDS = ["numpy", "fairlearn"]
 

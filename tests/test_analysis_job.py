@@ -13,8 +13,8 @@ import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 from scipy import stats
 
-import analysis
-from analysis.__main__ import main
+from kdray import analysis
+from kdray.analysis.__main__ import main
 from kdray.store import Store
 from analysis_store import write_study
 
@@ -209,7 +209,7 @@ def test_cli_prints_tables(tmp_path, ray_local, capsys):
 
 
 def test_cli_missing_store_is_one_line_and_nonzero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "analysis", "--store", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "kdray.analysis", "--store", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -234,7 +234,7 @@ def test_no_effect_gives_about_level_share_of_false_positives(tmp_path, ray_loca
 def test_pairs_with_their_own_recipes_are_one_study_unless_an_arch_has_two():
     import pandas as pd
 
-    from analysis.groups import label_studies
+    from kdray.analysis.groups import label_studies
 
     sgd, adamw, short = '{"lr":0.1}', '{"lr":0.0005}', '{"lr":0.1,"epochs":1}'
     runs = pd.DataFrame({"dataset": ["imagenet"] * 4, "arch": ["resnet50", "resnet18", "vit_base", "tiny_vit"],

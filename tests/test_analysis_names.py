@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import analysis
-from analysis.figures import draw
-from analysis.model import Heatmap, LineFigure
+from kdray import analysis
+from kdray.analysis.figures import draw
+from kdray.analysis.model import Heatmap, LineFigure
 from analysis_store import write_study
 from kdray.store import Store
 

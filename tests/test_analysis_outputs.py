@@ -10,8 +10,8 @@ import os
 import pyarrow.fs as pafs
 import pytest
 
-import analysis
-from analysis.outputs import Staging
+from kdray import analysis
+from kdray.analysis.outputs import Staging
 from analysis_store import write_study
 from kdray.store import Store
 from wandb_records import records

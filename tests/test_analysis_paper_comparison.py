@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
-from analysis.model import LineFigure
-from analysis.paper_comparison import recipe_differences
-from analysis.tables import pm
+from kdray import analysis
+from kdray.analysis.model import LineFigure
+from kdray.analysis.paper_comparison import recipe_differences
+from kdray.analysis.tables import pm
 from analysis_store import write_study
 
 # sweeps/quick.py's recipe and data (3 seeds here, 5 there)
@@ -107,7 +107,7 @@ def test_fairness_figure_draws_the_papers_values(quick):
 def test_recipe_of_a_study_on_the_papers_recipe_and_of_an_unknown_dataset():
     from kdray.spec import RunSpec
 
-    from analysis.groups import study_key
+    from kdray.analysis.groups import study_key
 
     paper = RunSpec(dataset="cifar10", role="nds", arch="resnet20").to_dict()
     assert recipe_differences(study_key(paper), "cifar10", "resnet20") == "kdray's paper recipe"
@@ -123,8 +123,8 @@ def test_two_recipes_under_one_study_label_give_each_cell_once():
     (no arch has two); each paper cell is compared once, with its own arch's recipe."""
     from kdray.spec import RunSpec
 
-    from analysis.groups import study_key
-    from analysis.paper_comparison import compare
+    from kdray.analysis.groups import study_key
+    from kdray.analysis.paper_comparison import compare
 
     def runs_of(arch, role, epochs):
         key = study_key({**RunSpec(dataset="imagenet", role="nds", arch=arch).to_dict(),

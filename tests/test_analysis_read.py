@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-import analysis
-from analysis.read import open_store, summarise_predictions
+from kdray import analysis
+from kdray.analysis.read import open_store, summarise_predictions
 from analysis_store import make_spec, write_run, write_study
 from kdray.store import Store
 

@@ -1,4 +1,4 @@
-"""analysis.significance: eq. 8 normalisation, Welch tests, degenerate samples, BH (no Ray)."""
+"""kdray.analysis.significance: eq. 8 normalisation, Welch tests, degenerate samples, BH (no Ray)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.groups import Experiment
-from analysis.significance import (bh_adjust, count_significant, normalised_class_accuracy,
+from kdray.analysis.groups import Experiment
+from kdray.analysis.significance import (bh_adjust, count_significant, normalised_class_accuracy,
                                    significance_tables, welch_tests)
 
 

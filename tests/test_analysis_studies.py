@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import analysis
-from analysis import read
-from analysis.disagreement import comparison_task
+from kdray import analysis
+from kdray.analysis import read
+from kdray.analysis.disagreement import comparison_task
 from analysis_store import make_spec, write_run, write_study
 from kdray.store import PREDICTIONS, Store
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import seed_tests, verdicts
-from analysis.claims import ClaimData, judge
-from analysis.groups import Experiment, model_key
+from kdray.analysis import seed_tests, verdicts
+from kdray.analysis.claims import ClaimData, judge
+from kdray.analysis.groups import Experiment, model_key
 from kdray.collapse import collapse_reason
 
 

@@ -1,7 +1,7 @@
 """A downloadable dataset is fetched once into the store and every node reads it from there.
 
 The store is a real S3 server (moto on 127.0.0.1). The sweep driver stages each dataset
-(``kdray.data.fetch.stage_datasets``) from its data directory into ``{store}/datasets``; a second
+(``kdray.sweep.staging``) from its data directory into ``{store}/datasets``; a second
 "node" with an empty data directory and no network then loads it from the store alone, and
 gets exactly the arrays and files the driver has.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from kdray.data import DATASETS, TensorData, fetch, load_dataset, write_tiny
-from kdray.data.fetch import stage_datasets
 from kdray.sweep.cluster import DATASET_NODE_KINDS
+from kdray.sweep.staging import stage_datasets
 from kdray.store import Store
 from test_datasets_images import forbid_network
 
@@ -47,14 +47,14 @@ def test_staged_once_then_every_node_reads_the_store(name, s3_uri, tmp_path, mon
     driver, node = tmp_path / "driver", tmp_path / "node"
     options = write_tiny(name, driver)  # the files the driver has (here: tiny, real format)
     runs = [Run(f"{name}-run-{i}", name, options) for i in range(2)]
-    assert stage_datasets(runs, s3_uri, driver, log=lambda _: None) == {}
+    assert stage_datasets(runs, Store(s3_uri), driver, log=lambda _: None) == {}
     store = Store(s3_uri)
     for key in KEYS[name]:
         record = fetch.staged_record(store, key)
         assert record is not None and record["files"] > 0 and len(record["sha256"]) == 64
 
     forbid_network(monkeypatch.setattr)  # the node may not download anything
-    got = load_dataset(name, options, node, mirror=s3_uri)
+    got = load_dataset(name, options, node, mirror=Store(s3_uri))
     want = load_dataset(name, options, driver)
     _same(got.train, want.train)
     _same(got.test, want.test)
@@ -74,13 +74,13 @@ def test_a_dataset_is_downloaded_once_for_the_whole_cluster(s3_uri, tmp_path, mo
         (tmp / "sub").mkdir()
         (tmp / "sub" / "meta.txt").write_text("labels")
 
-    with fetch.mirror(s3_uri, publish=True):  # the driver, staging
+    with fetch.mirror(Store(s3_uri), publish=True):  # the driver, staging
         fetch.fetched(tmp_path / "head" / "ds", download, key="ds")
     assert len(calls) == 1 and fetch.in_store(Store(s3_uri), "ds")
-    with fetch.mirror(s3_uri, publish=True):  # a second sweep: already in the store
+    with fetch.mirror(Store(s3_uri), publish=True):  # a second sweep: already in the store
         fetch.fetched(tmp_path / "head" / "ds", download, key="ds")
     for node in ("node1", "node2"):  # trials on other nodes
-        with fetch.mirror(s3_uri):
+        with fetch.mirror(Store(s3_uri)):
             folder = fetch.fetched(tmp_path / node / "ds", download, key="ds")
         assert (folder / "data.bin").read_bytes() == b"\x01\x02" * 1000
         assert (folder / "sub" / "meta.txt").read_text() == "labels"
@@ -97,7 +97,7 @@ def test_a_corrupted_copy_in_the_store_is_refused(s3_uri, tmp_path):
     data = bytearray(store.read_bytes(tar_path))
     data[600] ^= 0xFF  # inside a.txt's bytes
     store.write_bytes(tar_path, bytes(data))
-    with fetch.mirror(s3_uri), pytest.raises(OSError, match="does not match the SHA-256"):
+    with fetch.mirror(Store(s3_uri)), pytest.raises(OSError, match="does not match the SHA-256"):
         fetch.fetched(tmp_path / "node" / "ds", lambda tmp: None, key="ds")
     assert not (tmp_path / "node" / "ds").exists()  # nothing that looks finished
 
@@ -105,6 +105,6 @@ def test_a_corrupted_copy_in_the_store_is_refused(s3_uri, tmp_path):
 def test_a_dataset_that_cannot_be_fetched_stops_only_its_runs(s3_uri, tmp_path, monkeypatch):
     forbid_network(monkeypatch.setattr)  # the head has no copy and cannot download one
     runs = [Run("svhn-a", "svhn", {}), Run("digits-b", "digits", {})]
-    failed = stage_datasets(runs, s3_uri, tmp_path / "empty", log=lambda _: None)
+    failed = stage_datasets(runs, Store(s3_uri), tmp_path / "empty", log=lambda _: None)
     assert list(failed) == ["svhn-a"]
     assert "dataset svhn could not be staged into the store" in failed["svhn-a"]

@@ -1,4 +1,4 @@
-"""analysis/paper_results.csv: the paper's Tables 1, 2, 3, 5, 6, 7, 8, 9, complete and exact."""
+"""kdray/analysis/paper_results.csv: the paper's Tables 1, 2, 3, 5, 6, 7, 8, 9, complete and exact."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.paper_results import KEY, check, paper_cells, paper_results
+from kdray.analysis.paper_results import KEY, check, paper_cells, paper_results
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC, SC, TC = ("test_accuracy", ""), ("n_sc", ""), ("n_tc", "")
@@ -153,4 +153,4 @@ def test_check_names_a_repeated_row():
 def test_the_data_file_ships_with_the_package():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "paper_results.csv" in pyproject["tool"]["setuptools"]["package-data"]["analysis"]
+    assert "paper_results.csv" in pyproject["tool"]["setuptools"]["package-data"]["kdray.analysis"]

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("kdray", "analysis", "sweeps", "benchmarks", "tests", "cluster", "docs", ".ci")
+FOLDERS = ("kdray", "sweeps", "benchmarks", "tests", "cluster", "docs", ".ci")
 SKIP_DIRS = {"__pycache__", "venv", ".venv"}
 MADE = (".ci/venv",)  # what the repository's own scripts create (.ci/run's virtual environment)
 # documents and scripts that live beside the repository, never in it

@@ -56,7 +56,7 @@ def test_a_damaged_teacher_is_trained_again_with_no_student_pending(swept, data_
 
 
 def test_a_damaged_store_is_named_then_repaired(swept, data_root, tmp_path, capsys):
-    import analysis
+    from kdray import analysis
 
     swept.write_bytes(swept.run_path(DS.run_id, RUN_JSON), b'"not a record"')  # JSON, not an object
     _overwrite(swept, NDS.run_id, PREDICTIONS, 0, b"\x00" * 8)

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from analysis.cache import unchanged_tables
-from analysis.outputs import MANIFEST
-from analysis.read import ReadSummary, _read_task, read_run_records
+from kdray.analysis.cache import unchanged_tables
+from kdray.analysis.outputs import MANIFEST
+from kdray.analysis.read import ReadSummary, _read_task, read_run_records
 from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray.store import MODEL, PREDICTIONS, RUN_JSON, Store, predictions_table, sha256_bytes
 from kdray.sweep.checkpoints import earlier_checkpoints

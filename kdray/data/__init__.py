@@ -148,18 +148,16 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 def load_dataset(name: str, options: dict[str, Any] | None = None,
                  root: str | os.PathLike | None = None, *,
-                 mirror: str | None = None) -> DatasetSplits:
+                 mirror=None, publish: bool = False) -> DatasetSplits:
     """Load dataset ``name`` with ``options`` (merged over its defaults) from ``root``; with
-    ``mirror`` (a store URI), raw files this node lacks are copied from ``{mirror}/datasets``
-    rather than downloaded (``kdray.data.fetch``)."""
+    ``mirror`` (a :class:`kdray.store.Store`), raw files this node lacks are copied from
+    ``{store}/datasets`` rather than downloaded, and with ``publish`` the ones the store lacks
+    are written there (``kdray.data.fetch``)."""
     if name not in DATASETS:
         raise ValueError(f"dataset: {name!r} is not registered; expected one of {sorted(DATASETS)}")
     info = DATASETS[name]
     opts = {**info.defaults, **(options or {})}
-    if mirror is not None:
-        with fetch.mirror(mirror):
-            splits = info.loader(opts, data_dir(root))
-    else:
+    with fetch.mirror(mirror, publish=publish):
         splits = info.loader(opts, data_dir(root))
     missing = set(info.attributes) - set(splits.attributes)
     if missing:

@@ -14,10 +14,10 @@ and its tokenizer) is copied *once* into the results store, as one tar file per 
     {store}/datasets/{key}.json    its SHA-256, size and file count: written last
 
 and every node reads it from there. :func:`fetched` is :func:`once` for such a folder: under
-``with mirror(store_uri):`` a node that lacks the folder copies it from the store (checksum
+``with mirror(store):`` a node that lacks the folder copies it from the store (checksum
 verified) instead of downloading it, and only downloads it when the store does not have it;
-under ``with mirror(store_uri, publish=True)`` (the sweep driver, before any trial starts,
-``stage_datasets`` below) the folder, downloaded or already on disk, is also written
+under ``with mirror(store, publish=True)`` (the sweep driver, before any trial starts,
+``kdray.sweep.staging``) the folder, downloaded or already on disk, is also written
 to the store when the store lacks it. Derived caches (decoded ``.npy`` arrays) stay local.
 """
 
@@ -26,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import os
 import shutil
 import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock
 
@@ -79,7 +78,7 @@ def existing(target: Path, *, what: str, how: str) -> Path:
 # ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Mirror:
-    uri: str
+    store: Any  # a kdray.store.Store, passed in: this module sits below the store
     publish: bool
 
 
@@ -87,20 +86,15 @@ _MIRROR: contextvars.ContextVar[_Mirror | None] = contextvars.ContextVar("kdray_
 
 
 @contextlib.contextmanager
-def mirror(store_uri: str | None, *, publish: bool = False) -> Iterator[None]:
-    """Within the block, :func:`fetched` copies datasets from ``{store_uri}/datasets`` (and,
-    with ``publish``, writes the ones the store lacks there). ``None`` turns it off."""
-    token = _MIRROR.set(_Mirror(str(store_uri), publish) if store_uri else None)
+def mirror(store, *, publish: bool = False) -> Iterator[None]:
+    """Within the block, :func:`fetched` copies datasets from ``{store}/datasets`` (``store``
+    a :class:`kdray.store.Store`; and, with ``publish``, writes the ones the store lacks
+    there). ``None`` turns it off."""
+    token = _MIRROR.set(_Mirror(store, publish) if store is not None else None)
     try:
         yield
     finally:
         _MIRROR.reset(token)
-
-
-def _store(uri: str):
-    from kdray.store import Store
-
-    return Store(uri)
 
 
 def mirror_paths(store, key: str) -> tuple[str, str]:
@@ -176,7 +170,7 @@ def fetched(target: Path, build: Callable[[Path], None], *, key: str, what: str 
     :func:`mirror`, the copy in the store is used instead of the internet (and, publishing,
     the folder is written to the store when it lacks it)."""
     target, m = Path(target), _MIRROR.get()
-    store = _store(m.uri) if m is not None else None
+    store = m.store if m is not None else None
 
     def copy_or_build(tmp: Path) -> None:
         if store is not None and in_store(store, key):
@@ -195,7 +189,7 @@ def publish_present(target: Path, *, key: str) -> None:
     node (put there by a user or a test, not by a fetch) to the store when it lacks it."""
     m = _MIRROR.get()
     if m is not None and m.publish:
-        publish(_store(m.uri), key, Path(target))
+        publish(m.store, key, Path(target))
 
 
 def staged_record(store, key: str) -> dict | None:
@@ -204,39 +198,3 @@ def staged_record(store, key: str) -> dict | None:
         return store.read_json(mirror_paths(store, key)[1])
     except FileNotFoundError:
         return None
-
-
-# ----------------------------------------------------------------------------------------
-# Staging: the sweep driver puts every downloadable dataset into the store, once
-# ----------------------------------------------------------------------------------------
-def stage_datasets(specs, store, root: str | os.PathLike | None = None,
-                   log: Callable[[str], None] = print) -> dict[str, str]:
-    """Put every downloadable dataset the runs ``specs`` need into ``{store}/datasets`` once,
-    before any trial starts, so that no node downloads it (``kdray.data.fetch``): each is
-    loaded here (the sweep driver, on the head node) with the store as a publishing mirror,
-    which downloads it only when neither this node nor the store has it.
-
-    Returns ``{run_id: why}`` for the runs whose dataset could not be staged (they cannot
-    run); the others are unaffected."""
-    import json
-
-    from kdray.data import DATASETS, load_dataset
-
-    failed: dict[str, str] = {}
-    by_data: dict[tuple[str, str], list[str]] = {}
-    for spec in specs:
-        if DATASETS.get(spec.dataset) is not None and DATASETS[spec.dataset].downloadable:
-            key = (spec.dataset, json.dumps(dict(spec.data), sort_keys=True))
-            by_data.setdefault(key, []).append(spec.run_id)
-    for (name, options), run_ids in sorted(by_data.items()):
-        try:
-            with mirror(getattr(store, "uri", store), publish=True):
-                load_dataset(name, json.loads(options), root)
-        except Exception as e:  # noqa: BLE001 - reported per run, the others still run
-            why = f"dataset {name} could not be staged into the store: {type(e).__name__}: {e}"
-            log(f"  {why}")
-            failed.update({run_id: why for run_id in run_ids})
-    staged = sorted({n for (n, _), ids in by_data.items() if not set(ids) & set(failed)})
-    if staged:
-        log(f"datasets: {', '.join(staged)} in {store}/datasets (every node reads them there)")
-    return failed

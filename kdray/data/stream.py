@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from kdray.checks import AUGMENTATIONS
+from kdray.vocabulary import AUGMENTATIONS
 from kdray.data import epoch_seed, fetch
 
 

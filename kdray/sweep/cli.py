@@ -185,9 +185,9 @@ def dry_run(plan, store: Store, cohort_sizes, path: str) -> int:
 
 
 def analyse(store: Store, level: float, wandb, cached: bool) -> int:
-    """The analysis job on the store (``analysis/``): its tables printed; with ``cached``
+    """The analysis job on the store (``kdray/analysis/``): its tables printed; with ``cached``
     (nothing ran), the last analysis's tables when no run changed since. 1 on an error."""
-    import analysis
+    from kdray import analysis
     from kdray.sweep.progress import quiet_ray_hints
 
     quiet_ray_hints()  # Ray Data's progress-bar hint

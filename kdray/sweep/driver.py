@@ -10,7 +10,7 @@ first, ``kdray/sweep/grid.py``):
    a run another live driver holds is not launched but listed as running elsewhere, and
    one another driver committed meanwhile is skipped;
 2. stages the downloadable datasets into ``{store}/datasets`` once, from here; every node
-   reads them there (``kdray.data.fetch.stage_datasets``);
+   reads them there (``kdray.sweep.staging``);
 3. joins Ray (``kdray/connect.py``) and places trials by need (``kdray/sweep/cluster.py``);
 4. stage 1 runs the missing teachers and non-distilled students, stage 2 the missing
    distilled students whose teacher is complete, grouped into *cohorts*: the pending DS runs
@@ -44,7 +44,6 @@ from typing import Any, Mapping, Sequence
 
 from kdray.collapse import collapse_reason
 from kdray.connect import init_ray
-from kdray.data.fetch import stage_datasets
 from kdray.lease import Claim, Owner
 from kdray.spec import RunSpec
 from kdray.store import RunStatus, Store
@@ -56,6 +55,7 @@ from kdray.sweep.options import SweepOptions
 from kdray.sweep.plan import plan_statuses
 from kdray.sweep.progress import StageProgress, quiet_ray_hints
 from kdray.sweep.retries import RetryPolicy
+from kdray.sweep.staging import stage_datasets
 from kdray.tracking import tune_callback
 
 

@@ -46,7 +46,7 @@ def train(config: dict[str, Any], *, store_uri: str, options: SweepOptions,
     resume = resume_state(store, earlier.get(pending[0].run_id))
     reporter = Reporter(pending, options.cadence, int(resume["epoch"]) if resume else 0)
     try:
-        with fetch.mirror(store.uri):  # datasets come from {store}/datasets, not the internet
+        with fetch.mirror(store):  # datasets come from {store}/datasets, not the internet
             result = trial.run_cohort(pending, store, resume=resume, on_epoch=reporter.epoch,
                                       data_root=options.data_dir, node=runtime.node_info(),
                                       num_workers=max(0, int(cpus) - 1))

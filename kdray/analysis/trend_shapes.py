@@ -4,7 +4,7 @@ One Spearman ρ says "falls" or "rises"; the means per T say how: a fall over T 
 rise after it, or a plateau, give a clear ρ too. For every trend row of the claims (C3-C5;
 C7/C8 count per T) that was tested, :func:`trend_shapes` gives one row per temperature: the
 mean over the seeds that did not collapse and its 95 % t interval
-(:func:`analysis.seed_tests.mean_interval`); for #SC/#TC the count of ``significance.csv``
+(:func:`kdray.analysis.seed_tests.mean_interval`); for #SC/#TC the count of ``significance.csv``
 (no interval: it is one number per T).
 """
 
@@ -14,9 +14,9 @@ import math
 
 import pandas as pd
 
-from analysis.claims import CLAIMS, SIGNIFICANCE_OF, ClaimData, Values
-from analysis.groups import pair_tables
-from analysis.seed_tests import mean_interval
+from kdray.analysis.claims import CLAIMS, SIGNIFICANCE_OF, ClaimData, Values
+from kdray.analysis.groups import pair_tables
+from kdray.analysis.seed_tests import mean_interval
 
 COLUMNS = ["claim", "dataset", "study", "teacher_arch", "student_arch", "alpha", "attribute",
            "metric", "temperature", "n", "mean", "low", "high"]

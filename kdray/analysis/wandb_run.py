@@ -16,7 +16,7 @@ import sys
 
 import pandas as pd
 
-from analysis.model import Report
+from kdray.analysis.model import Report
 
 
 def _table(df: pd.DataFrame):

@@ -22,8 +22,8 @@ How (vectorised, no per-sample loop)
     ``n_boot`` resamples as a [n_boot, cells] count matrix, with exactly the distribution of
     index resampling. From it, per resample, group and class: samples, positives (Y = c),
     predicted positives (Ŷ = c) and true positives; then the same rates and the same
-    undefined-rate rule as the point value (:func:`analysis.fairness.rates_from_counts`,
-    :func:`analysis.fairness.class_average`). A resample where a group has no positives for a
+    undefined-rate rule as the point value (:func:`kdray.analysis.fairness.rates_from_counts`,
+    :func:`kdray.analysis.fairness.class_average`). A resample where a group has no positives for a
     class leaves that group out of that rate, as for the point value; resamples where DPD or
     EOD is undefined are left out of the quantiles. Work and memory are O(n_boot x cells),
     where cells <= min(n, groups x classes²): for Trifeature (10 classes, 10 groups) at most
@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from analysis.fairness import algorithm_1_classes, class_average, rates_from_counts
+from kdray.analysis.fairness import algorithm_1_classes, class_average, rates_from_counts
 
 N_BOOT = 200
 SEED = 0
@@ -99,7 +99,7 @@ def bootstrap_draws(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarra
     """DPD, EOD, TPR and FPR differences (fractions) of ``n_boot`` resamples of the test set.
 
     ``classes`` are Algorithm 1's classes (``[1]`` for binary labels), as for the point value
-    (:func:`analysis.fairness.fairness_metrics`). Returns ``{"dpd", "eod", "tpr_diff",
+    (:func:`kdray.analysis.fairness.fairness_metrics`). Returns ``{"dpd", "eod", "tpr_diff",
     "fpr_diff"}``, each ``[n_boot]`` (NaN where a resample leaves it undefined).
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
@@ -126,7 +126,7 @@ def fairness_interval(y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndar
 
 def add_intervals(rows: list[dict[str, Any]], label: np.ndarray, pred: np.ndarray,
                   attributes: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """A run's fairness rows (:func:`analysis.fairness.run_fairness`, one per attribute),
+    """A run's fairness rows (:func:`kdray.analysis.fairness.run_fairness`, one per attribute),
     each with its :func:`fairness_interval` added (computed on the Ray worker that read it)."""
     classes = algorithm_1_classes(label)
     return [{**row, **fairness_interval(label, pred, attributes[row["attribute"]], classes)}

@@ -1,5 +1,5 @@
 """The paper's numbers as data: Tables 1, 2, 3, 5, 6, 7, 8 and 9 of "What's Left After
-Distillation?" (Mohammadshahi & Ioannou), transcribed into ``analysis/paper_results.csv``.
+Distillation?" (Mohammadshahi & Ioannou), transcribed into ``kdray/analysis/paper_results.csv``.
 
 One row per printed number: ``table`` (the paper's table number), ``dataset``,
 ``teacher_arch``, ``student_arch`` (kdray's registry names, the pair of the table's column
@@ -52,7 +52,7 @@ CELL = ["dataset", "teacher_arch", "student_arch", "role", "temperature", "alpha
 
 @lru_cache(maxsize=1)
 def _load() -> pd.DataFrame:
-    with resources.files("analysis").joinpath(FILE).open("r", encoding="utf-8") as f:
+    with resources.files("kdray.analysis").joinpath(FILE).open("r", encoding="utf-8") as f:
         df = pd.read_csv(f, dtype={"table": str, "attribute": str, "notes": str},
                          keep_default_na=False, na_values={"temperature": [""], "std": [""]})
     check(df)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.model import Block, Report, Table, Text
+from kdray.analysis.model import Block, Report, Table, Text
 
 
 def table_lines(table: Table) -> list[str]:

@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.groups import ROLE_ORDER
+from kdray.analysis.groups import ROLE_ORDER
 
 BACKENDS = ("fairlearn", "numpy")
 ATTR_PREFIX = "attr_"
@@ -231,7 +231,7 @@ def fairness_table(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
     ``runs`` has one row per run (``test_accuracy`` as a fraction); ``per_run`` one row per
     (run_id, attribute) with ``dpd`` and ``eod`` and, where computed, their bootstrap 95%
     interval ``dpd_low``, ``dpd_high``, ``eod_low``, ``eod_high``
-    (:mod:`analysis.bootstrap`). ``dpd_ci95_halfwidth`` and ``eod_ci95_halfwidth``: the
+    (:mod:`kdray.analysis.bootstrap`). ``dpd_ci95_halfwidth`` and ``eod_ci95_halfwidth``: the
     half-width (high - low) / 2 of each run's interval, mean over seeds (the sampling noise
     of one run's number; NaN without intervals). Teacher and NDS rows have empty
     ``teacher_arch``, ``temperature`` and ``alpha``.

@@ -6,7 +6,7 @@
   inconclusive row's effect would need for 80 % power, and the reason;
 - :func:`shape_table`: beside the trend verdicts, the per-T means with their intervals, one
   row per metric;
-- :func:`tally_lines`: the verdicts counted, one line per family (``analysis/verdicts.py``);
+- :func:`tally_lines`: the verdicts counted, one line per family (``kdray/analysis/verdicts.py``);
 - :func:`claim_blocks`: the page's section with the rules, the verdicts, the shapes and the
   paper's experiments the store lacks.
 """
@@ -17,11 +17,11 @@ import math
 
 import pandas as pd
 
-from analysis.claims import CLAIMS, COLLAPSED, VERDICTS
-from analysis.groups import study_name
-from analysis.model import Block, Table, Text
-from analysis.tables import DASH
-from analysis.verdicts import FAMILIES, FAMILY_NAMES, LEVEL, MAX_SEEDS
+from kdray.analysis.claims import CLAIMS, COLLAPSED, VERDICTS
+from kdray.analysis.groups import study_name
+from kdray.analysis.model import Block, Table, Text
+from kdray.analysis.tables import DASH
+from kdray.analysis.verdicts import FAMILIES, FAMILY_NAMES, LEVEL, MAX_SEEDS
 
 VERDICT_HEADER = ["claim", "experiment", "attribute", "metric", "T", "effect [95% CI]",
                   "seeds", "p", "p Holm", "verdict", "seeds for 80% power", "reason"]

@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from analysis.seed_tests import MIN_SEEDS
+from kdray.analysis.seed_tests import MIN_SEEDS
 
 LEVEL = 0.05
 POWER = 0.8
@@ -53,7 +53,7 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
 
 def seeds_for_power(d: float, alpha: float, power: float = POWER) -> float:
     """Seeds a two-sided one-sample t-test at ``alpha`` needs for ``power`` when the true
-    Cohen's d is ``d`` (rounded up, at least :data:`analysis.seed_tests.MIN_SEEDS`); NaN
+    Cohen's d is ``d`` (rounded up, at least :data:`kdray.analysis.seed_tests.MIN_SEEDS`); NaN
     for no effect; ``inf`` beyond :data:`MAX_SEEDS`.
 
     The power is statsmodels' one-sided power at ``alpha / 2`` (``TTestPower``,

@@ -2,9 +2,9 @@
 
 Every claim is judged on every experiment of the store that has its data: a (dataset,
 study, teacher/student pair, alpha), and for the fairness claims each sensitive attribute.
-The seed is the unit (:mod:`analysis.seed_tests`); collapsed runs are already out of the
+The seed is the unit (:mod:`kdray.analysis.seed_tests`); collapsed runs are already out of the
 experiments (:mod:`kdray.collapse`); one Holm correction per family decides the verdicts
-(:mod:`analysis.verdicts`).
+(:mod:`kdray.analysis.verdicts`).
 
 =====  ======================================  ============================================
 claim  statement (source)                      seed k's number; test; effect
@@ -47,11 +47,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from analysis import seed_tests, verdicts
-from analysis.groups import Experiment, PairTable, model_key, pair_tables
-from analysis.paper_results import paper_cells
-from analysis.seed_tests import SeedTest
-from analysis.significance import normalised_class_accuracy
+from kdray.analysis import seed_tests, verdicts
+from kdray.analysis.groups import Experiment, PairTable, model_key, pair_tables
+from kdray.analysis.paper_results import paper_cells
+from kdray.analysis.seed_tests import SeedTest
+from kdray.analysis.significance import normalised_class_accuracy
 
 T_1_10 = tuple(float(t) for t in range(1, 11))
 T_2_10 = tuple(float(t) for t in range(2, 11))
@@ -162,7 +162,7 @@ class ClaimData:
     ``runs``: every run (``run_id``, ``seed``, ``test_accuracy`` as a fraction);
     ``fairness_runs``: DPD and EOD (fractions) per run and attribute; ``counts``: per run
     ``(classes, correct, total)``; ``collapsed``: model key
-    (:func:`analysis.groups.model_key`) -> the seeds whose run collapsed; ``level`` and
+    (:func:`kdray.analysis.groups.model_key`) -> the seeds whose run collapsed; ``level`` and
     ``normalisation``: those of the class tests that #SC and #TC count."""
 
     experiments: list[Experiment]
@@ -372,7 +372,7 @@ def judge(data: ClaimData) -> pd.DataFrame:
     """``paper_claims.csv``: every claim on every experiment of the store that it applies to
     (the fairness claims per sensitive attribute), then the claim's paper experiments that
     the store lacks, ``not run``; verdicts after one Holm correction per family
-    (:func:`analysis.verdicts.decide`). Columns :data:`COLUMNS`."""
+    (:func:`kdray.analysis.verdicts.decide`). Columns :data:`COLUMNS`."""
     v = Values(data)
     paper_attrs = _paper_attributes()
     tables = pair_tables(data.experiments)

@@ -3,14 +3,14 @@
 It depends only on the store's data contract (``docs/store.md``) and on RunSpec's field
 names, so it runs on any store, written by a sweep or by a test::
 
-    python -m analysis --store s3://bucket/study            # or a local path
-    ray job submit -- python -m analysis --store s3://bucket/study
+    python -m kdray.analysis --store s3://bucket/study            # or a local path
+    ray job submit -- python -m kdray.analysis --store s3://bucket/study
 
     >>> import analysis
     >>> result = analysis.run("./results")                   # writes ./results/analysis/
     >>> analysis.print_tables(result)
 
-A one-way pipeline (see :mod:`analysis.job`): read (Ray Data, per run) -> statistics (pure
+A one-way pipeline (see :mod:`kdray.analysis.job`): read (Ray Data, per run) -> statistics (pure
 functions over frames) -> one table model (:class:`Report`) -> renderers (Markdown,
 CSV/Parquet, figures, a W&B run) that only render it.
 
@@ -28,13 +28,13 @@ from typing import Any
 # name -> module; imported on first use, so that a Ray worker importing analysis.read does
 # not pay for scipy and matplotlib (PEP 562 module __getattr__).
 _EXPORTS = {
-    "run": "analysis.job", "Options": "analysis.job", "AnalysisResult": "analysis.job",
-    "print_tables": "analysis.job", "unchanged_tables": "analysis.cache",
-    "ReadSummary": "analysis.read", "Report": "analysis.model", "Statistics": "analysis.statistics",
-    "welch_tests": "analysis.significance", "normalised_class_accuracy": "analysis.significance",
-    "bh_adjust": "analysis.significance", "count_significant": "analysis.significance",
-    "fairness_metrics": "analysis.fairness", "group_rates": "analysis.fairness",
-    "disagreement_counts": "analysis.disagreement", "mean_disagreement": "analysis.disagreement",
+    "run": "kdray.analysis.job", "Options": "kdray.analysis.job", "AnalysisResult": "kdray.analysis.job",
+    "print_tables": "kdray.analysis.job", "unchanged_tables": "kdray.analysis.cache",
+    "ReadSummary": "kdray.analysis.read", "Report": "kdray.analysis.model", "Statistics": "kdray.analysis.statistics",
+    "welch_tests": "kdray.analysis.significance", "normalised_class_accuracy": "kdray.analysis.significance",
+    "bh_adjust": "kdray.analysis.significance", "count_significant": "kdray.analysis.significance",
+    "fairness_metrics": "kdray.analysis.fairness", "group_rates": "kdray.analysis.fairness",
+    "disagreement_counts": "kdray.analysis.disagreement", "mean_disagreement": "kdray.analysis.disagreement",
 }
 __all__ = list(_EXPORTS)
 
@@ -42,7 +42,7 @@ __all__ = list(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    raise AttributeError(f"module 'kdray.analysis' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

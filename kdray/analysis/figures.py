@@ -1,7 +1,7 @@
 """Render the table model's figures with matplotlib (Agg backend): PNG bytes per file name.
 
 Only drawing happens here: the data, titles and labels (class names) come from
-:mod:`analysis.figure_data`. Every figure uses constrained layout and a wrapped title
+:mod:`kdray.analysis.figure_data`. Every figure uses constrained layout and a wrapped title
 (``suptitle(wrap=True)``), so titles and legends stay inside the figure whatever their length;
 the PNG carries the title in its ``Title`` text chunk.
 """
@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from analysis.model import Figure, Heatmap, LineFigure, Reference, Series
+from kdray.analysis.model import Figure, Heatmap, LineFigure, Reference, Series
 
 DPI = 110
 TITLE_SIZE = 9

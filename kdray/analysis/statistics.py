@@ -15,7 +15,7 @@
          (trend_shapes.py)
 
 Nothing here formats, titles or writes anything (comparisons only get a file-name-safe
-name): tables and titles are the table model's job (:mod:`analysis.tables`), and rendering
+name): tables and titles are the table model's job (:mod:`kdray.analysis.tables`), and rendering
 is the renderers'.
 """
 
@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import claims, groups, paper_comparison, trend_shapes
-from analysis.bootstrap import INTERVAL_KEYS
-from analysis.disagreement import run_comparisons
-from analysis.fairness import fairness_table
-from analysis.read import ReadSummary, attribute_difference
-from analysis.significance import class_accuracy_table, significance_tables
+from kdray.analysis import claims, groups, paper_comparison, trend_shapes
+from kdray.analysis.bootstrap import INTERVAL_KEYS
+from kdray.analysis.disagreement import run_comparisons
+from kdray.analysis.fairness import fairness_table
+from kdray.analysis.read import ReadSummary, attribute_difference
+from kdray.analysis.significance import class_accuracy_table, significance_tables
 from kdray.collapse import balanced_accuracy, collapse_reason
 from kdray.store import Store
 
@@ -86,7 +86,7 @@ class Statistics:
 
     @cached_property
     def collapsed_seeds(self) -> dict[tuple, tuple[int, ...]]:
-        """Model key (:func:`analysis.groups.model_key`) -> the seeds whose run collapsed."""
+        """Model key (:func:`kdray.analysis.groups.model_key`) -> the seeds whose run collapsed."""
         return collapsed_seeds(self.collapsed)
 
     @property
@@ -142,7 +142,7 @@ def collapsed_runs(runs: pd.DataFrame,
 
 
 def collapsed_seeds(collapsed: pd.DataFrame) -> dict[tuple, tuple[int, ...]]:
-    """Model key (:func:`analysis.groups.model_key`) -> the sorted seeds that collapsed."""
+    """Model key (:func:`kdray.analysis.groups.model_key`) -> the sorted seeds that collapsed."""
     out: dict[tuple, list[int]] = {}
     for r in collapsed.itertuples():
         key = groups.model_key(r.dataset, r.study, r.role, r.arch, r.teacher_arch,
@@ -174,7 +174,7 @@ def _checked(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]
 def compute(store: Store, runs: pd.DataFrame, per_run: dict[str, dict[str, Any]],
             summary: ReadSummary, level: float, normalisation: str,
             progress: bool = False) -> Statistics:
-    """Every statistic of the complete runs that :func:`analysis.read.read_store` returned;
+    """Every statistic of the complete runs that :func:`kdray.analysis.read.read_store` returned;
     collapsed runs are named (``collapsed``) and left out of everything else.
 
     Raises

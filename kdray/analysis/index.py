@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.groups import Experiment
-from analysis.statistics import Statistics
+from kdray.analysis.groups import Experiment
+from kdray.analysis.statistics import Statistics
 
 KEY = ["dataset", "study", "teacher_arch", "student_arch", "temperature", "alpha"]
 

@@ -12,7 +12,7 @@ from kdray.connect import init_ray  # noqa: F401  (re-exported for analysis.read
 @contextlib.contextmanager
 def progress_bars(enabled: bool) -> Iterator[None]:
     """Ray Data progress bars on or off for the block, restored afterwards (a sweep script
-    calling ``analysis.run`` keeps its own setting)."""
+    calling ``kdray.analysis.run`` keeps its own setting)."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()

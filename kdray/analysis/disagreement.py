@@ -101,7 +101,7 @@ def run_comparisons(store: Store, comparisons: list[dict[str, Any]],
     """
     import ray.data
 
-    from analysis._ray import progress_bars
+    from kdray.analysis._ray import progress_bars
 
     if not comparisons:
         return {}

@@ -1,8 +1,8 @@
 """The table model: every table, text and figure of the analysis, built once, ready to render.
 
-:func:`analysis.tables.build_report` fills a :class:`Report` from the statistics; the
-renderers (:mod:`analysis.markdown`, :mod:`analysis.outputs`, :mod:`analysis.figures`,
-:mod:`analysis.wandb_run`) only render it: they never group, filter or compute, and never
+:func:`kdray.analysis.tables.build_report` fills a :class:`Report` from the statistics; the
+renderers (:mod:`kdray.analysis.markdown`, :mod:`kdray.analysis.outputs`, :mod:`kdray.analysis.figures`,
+:mod:`kdray.analysis.wandb_run`) only render it: they never group, filter or compute, and never
 import the job. This module holds only the types, so every layer can import it.
 
 - :class:`Table`: a title and a frame. Data tables (``significance.csv`` ...) name their

@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.bootstrap import add_intervals
-from analysis.fairness import ATTR_PREFIX, run_fairness
-from analysis.groups import study_key
+from kdray.analysis.bootstrap import add_intervals
+from kdray.analysis.fairness import ATTR_PREFIX, run_fairness
+from kdray.analysis.groups import study_key
 from kdray import checks
 from kdray.store import PREDICTIONS, RUN_JSON, Store, redact, sha256_bytes
 
@@ -134,7 +134,7 @@ def summarise_predictions(data: bytes, backend: str = "fairlearn") -> dict[str, 
     ``n_rows``, ``fingerprint`` (SHA-256 of the (sample_index, label) pairs in sample order),
     ``attribute_fingerprints`` (attribute -> SHA-256 of its int64 values in sample order: equal
     digests mean equal values) and ``fairness`` (one dict per ``attr_*`` column: DPD, EOD
-    and their bootstrap 95% interval, :mod:`analysis.bootstrap`). Raises
+    and their bootstrap 95% interval, :mod:`kdray.analysis.bootstrap`). Raises
     ``ValueError`` on a malformed file.
     """
     pf = pq.ParquetFile(io.BytesIO(data))
@@ -202,7 +202,7 @@ def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
     records = read_run_records(store, summary)
     per_run: dict[str, dict[str, Any]] = {}
     if records:
-        from analysis._ray import init_ray, progress_bars
+        from kdray.analysis._ray import init_ray, progress_bars
 
         init_ray()
         items = [{"run_id": rid, "sha": rec["predictions_sha256"]}

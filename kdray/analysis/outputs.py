@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pyarrow.fs as pafs
 
-from analysis.model import Report
+from kdray.analysis.model import Report
 from kdray.store import Store, redact
 
 MANIFEST = "manifest.json"

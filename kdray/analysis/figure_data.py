@@ -6,23 +6,23 @@
   line per class (named), ``×`` where DS vs NDS is significant; only for <= 20 classes.
 - ``*_fairness_<attribute>.png`` (Figs. 4, 5, 9): EOD and DPD (%) vs T for the DS
   (mean ± std), teacher and NDS as horizontal reference lines; beside them the paper's
-  values where it has the cell (:mod:`analysis.paper_figure`).
+  values where it has the cell (:mod:`kdray.analysis.paper_figure`).
 - ``*_disagreement.png`` (Fig. 2): teacher vs NDS / teacher vs DS heatmaps, diagonal
   excluded; only for <= 200 classes (a larger heatmap is unreadable; the CSV has it all).
 
-Titles come from the caller (:mod:`analysis.tables` formats every title).
+Titles come from the caller (:mod:`kdray.analysis.tables` formats every title).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.disagreement import to_dense
-from analysis.groups import Names, PairTable, slug
-from analysis.index import StatsIndex
-from analysis.model import Heatmap, LineFigure, Panel, Reference, Series
-from analysis.paper_figure import paper_overlay
-from analysis.statistics import Comparison
+from kdray.analysis.disagreement import to_dense
+from kdray.analysis.groups import Names, PairTable, slug
+from kdray.analysis.index import StatsIndex
+from kdray.analysis.model import Heatmap, LineFigure, Panel, Reference, Series
+from kdray.analysis.paper_figure import paper_overlay
+from kdray.analysis.statistics import Comparison
 
 MAX_CLASSES_FIG1 = 20
 MAX_CLASSES_HEATMAP = 200

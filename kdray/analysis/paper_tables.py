@@ -6,7 +6,7 @@
   the store has; per (dataset, study, pair) every compared cell, kdray's mean ± std (n
   seeds) beside the paper's, under the study's recipe where it differs from the paper's;
   then the claims with their fixed rules, the verdicts, and the paper's experiments that
-  the store lacks (:mod:`analysis.claim_tables`), and the collapsed runs by name;
+  the store lacks (:mod:`kdray.analysis.claim_tables`), and the collapsed runs by name;
 - the data tables ``paper_comparison.csv`` (every cell of the paper, per study, with its
   status), ``paper_claims.csv`` (every verdict) and ``paper_claim_trends.csv`` (the trends
   per T), also logged to the W&B run;
@@ -20,13 +20,13 @@ import math
 
 import pandas as pd
 
-from analysis.claim_tables import claim_blocks, shape_table, tally_lines, verdict_rows
-from analysis.claims import VERDICTS
-from analysis.groups import slug, study_name
-from analysis.model import Block, Report, Table, Text
-from analysis.paper_results import paper_results
-from analysis.statistics import Statistics
-from analysis.tables import DASH, collapsed_blocks, pm, seeds_text
+from kdray.analysis.claim_tables import claim_blocks, shape_table, tally_lines, verdict_rows
+from kdray.analysis.claims import VERDICTS
+from kdray.analysis.groups import slug, study_name
+from kdray.analysis.model import Block, Report, Table, Text
+from kdray.analysis.paper_results import paper_results
+from kdray.analysis.statistics import Statistics
+from kdray.analysis.tables import DASH, collapsed_blocks, pm, seeds_text
 
 PAGE = "paper_comparison.md"
 METRIC_LABELS = {"test_accuracy": "Test Acc. (%)", "n_sc": "#SC", "n_tc": "#TC",
@@ -143,7 +143,7 @@ def extend(report: Report, stats: Statistics) -> None:
     page: list[Block] = [
         Text(("# kdray beside the paper", "",
               "Every number of the paper's Tables 1, 2, 3, 5, 6, 7, 8 and 9 "
-              "(analysis/paper_results.csv) that the store has: kdray's mean ± std over seeds "
+              "(kdray/analysis/paper_results.csv) that the store has: kdray's mean ± std over seeds "
               "(sample std; seeds: how many; `n = 4 of 5 (1 collapsed)` where runs "
               "collapsed) beside the paper's as printed (mean ± std over its five seeds). "
               "#SC and #TC are counts. Each study's recipe is named where it "

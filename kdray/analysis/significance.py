@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.groups import COMPARISONS, ROLE_ORDER, Experiment
+from kdray.analysis.groups import COMPARISONS, ROLE_ORDER, Experiment
 
 NORMALISATIONS = ("ratio", "difference")
 ZERO_SPREAD = 1e-12

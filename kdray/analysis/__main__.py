@@ -1,4 +1,4 @@
-"""``python -m analysis --store URI [--out URI]``: run the analysis job and print the tables.
+"""``python -m kdray.analysis --store URI [--out URI]``: run the analysis job and print the tables.
 
 Exit status 0 on success, 2 on bad input (a missing or empty store, a bad option, runs of
 one study on different test samples, with different attribute values or class names), with
@@ -14,7 +14,7 @@ import sys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m analysis",
+        prog="python -m kdray.analysis",
         description="Turn a kdray store into the paper's significance and fairness tables.")
     p.add_argument("--store", required=True,
                    help="store URI: a local path or s3://bucket/prefix")
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    from analysis.job import Options, print_tables, run
+    from kdray.analysis.job import Options, print_tables, run
     from kdray.store_check import check_store
 
     try:

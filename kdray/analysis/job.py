@@ -22,16 +22,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis import markdown, paper_tables
-from analysis.fairness import BACKENDS
-from analysis.figures import render_all
-from analysis.model import Report
-from analysis.outputs import OutputFolder, write_report
-from analysis.read import open_store, read_store
-from analysis.significance import NORMALISATIONS
-from analysis.statistics import Statistics, compute
-from analysis.tables import build_report
-from analysis.wandb_run import log_run
+from kdray.analysis import markdown, paper_tables
+from kdray.analysis.fairness import BACKENDS
+from kdray.analysis.figures import render_all
+from kdray.analysis.model import Report
+from kdray.analysis.outputs import OutputFolder, write_report
+from kdray.analysis.read import open_store, read_store
+from kdray.analysis.significance import NORMALISATIONS
+from kdray.analysis.statistics import Statistics, compute
+from kdray.analysis.tables import build_report
+from kdray.analysis.wandb_run import log_run
 
 
 @dataclass(frozen=True)

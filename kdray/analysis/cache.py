@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from analysis.outputs import MANIFEST, TABLES_MD, OutputFolder
+from kdray.analysis.outputs import MANIFEST, TABLES_MD, OutputFolder
 from kdray.store import Store
 
 

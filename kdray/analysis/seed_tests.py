@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.significance import ZERO_SPREAD, welch_tests
+from kdray.analysis.significance import ZERO_SPREAD, welch_tests
 
 MIN_SEEDS = 3
 MIN_TEMPERATURES = 3
@@ -163,7 +163,7 @@ def count_trend(temps: Sequence[float], ds: np.ndarray, ref: np.ndarray, level: 
 
     ``ds`` [seeds, T, classes]: normalised class accuracy of each seed's DS run at each of
     ``temps``; ``ref`` [runs, classes]: the reference's. The count at T is the number of
-    classes with a Welch p <= ``level`` (:func:`analysis.significance.welch_tests`). The p
+    classes with a Welch p <= ``level`` (:func:`kdray.analysis.significance.welch_tests`). The p
     comes from :data:`N_PERMUTATIONS` resamples (exact when fewer arrangements exist) that
     permute the T labels of each seed's runs independently: under the null that T does not
     matter they are exchangeable, and the shared reference stays fixed. Returns the test and

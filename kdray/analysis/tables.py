@@ -25,13 +25,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.figure_data import heatmap, pair_figures
-from analysis.groups import (COMPARISONS, Names, PairTable, model_key, pair_tables, slug,
+from kdray.analysis.figure_data import heatmap, pair_figures
+from kdray.analysis.groups import (COMPARISONS, Names, PairTable, model_key, pair_tables, slug,
                              study_name)
-from analysis.index import StatsIndex
-from analysis.model import Block, Figure, Report, Table, Text
-from analysis.noise import NOISE_NOTE, noise_cells, noise_header
-from analysis.statistics import Comparison, Statistics
+from kdray.analysis.index import StatsIndex
+from kdray.analysis.model import Block, Figure, Report, Table, Text
+from kdray.analysis.noise import NOISE_NOTE, noise_cells, noise_header
+from kdray.analysis.statistics import Comparison, Statistics
 from kdray.collapse import MARGIN
 
 DASH = "–"

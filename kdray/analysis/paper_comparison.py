@@ -1,6 +1,6 @@
 """kdray's numbers beside the paper's: every cell of the paper's tables, matched to the store.
 
-A cell of the paper (:func:`analysis.paper_results.paper_cells`) is a (dataset, teacher/student
+A cell of the paper (:func:`kdray.analysis.paper_results.paper_cells`) is a (dataset, teacher/student
 pair, role, T, alpha, metric, attribute). For every study of the store on that dataset, the
 cell is matched to kdray's models by name:
 
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.groups import STUDY_FIELDS, _flatten
-from analysis.groups import model_key as _model
-from analysis.paper_results import paper_cells
+from kdray.analysis.groups import STUDY_FIELDS, _flatten
+from kdray.analysis.groups import model_key as _model
+from kdray.analysis.paper_results import paper_cells
 
 COLUMNS = ["dataset", "study", "teacher_arch", "student_arch", "role", "temperature", "alpha",
            "metric", "attribute", "status", "kdray_mean", "kdray_std", "kdray_n",
@@ -117,7 +117,7 @@ def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFra
     module docstring); ``difference`` = kdray - paper. ``runs``: every run, with a
     ``collapsed`` column where some collapsed (their values are left out; the study and its
     recipe still count); ``collapsed``: model key -> the seeds that did
-    (:attr:`analysis.statistics.Statistics.collapsed_seeds`)."""
+    (:attr:`kdray.analysis.statistics.Statistics.collapsed_seeds`)."""
     cells = paper_cells()
     store = _StoreCells(runs, fairness, significance, collapsed or {})
     # one study per label: archs trained with different recipes share the label "" (their

@@ -2,7 +2,7 @@
 
 Beside the EOD and DPD columns (mean ± std over seeds), one ``noise`` column per metric and
 attribute: the half-width of each run's bootstrap 95% interval over its test samples
-(:mod:`analysis.bootstrap`), mean over the seeds (``fairness.csv``'s
+(:mod:`kdray.analysis.bootstrap`), mean over the seeds (``fairness.csv``'s
 ``eod_ci95_halfwidth`` and ``dpd_ci95_halfwidth``). A seed-to-seed std well above it is a
 difference between trainings; one of its size may be test-set noise alone.
 """
@@ -13,8 +13,8 @@ import math
 
 import pandas as pd
 
-from analysis.bootstrap import N_BOOT
-from analysis.model import Text
+from kdray.analysis.bootstrap import N_BOOT
+from kdray.analysis.model import Text
 
 METRICS = (("EOD", "eod"), ("DPD", "dpd"))
 

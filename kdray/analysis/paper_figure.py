@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.groups import PairTable
-from analysis.model import Reference, Series
+from kdray.analysis.groups import PairTable
+from kdray.analysis.model import Reference, Series
 
 COLOR = "C1"  # kdray's DS is C0
 OFFSET = 0.15  # the paper's points sit this far right of kdray's (in T), so both show
