@@ -83,13 +83,28 @@ def code_version(start: str | os.PathLike | None = None) -> str:
     return f"{kdray.__version__}+{commit.removesuffix('-dirty')[:12]}{'-dirty' if dirty else ''}"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's word for it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device) -> str:
-    """``<GPU name>`` for a CUDA device, ``cpu (<processor>, <N> threads)`` otherwise."""
+    """``<GPU name>`` for a CUDA device, otherwise ``cpu (<model>, <ISA ATen uses>, <N>
+    threads)``: ``cpu (Intel(R) Xeon(R) Processor, AVX512, 1 threads)``. The ISA is named
+    because it changes the float path, so results differ between CPU kinds."""
     import torch
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return (f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads)")
 
 
 class Provenance:
