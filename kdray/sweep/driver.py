@@ -301,7 +301,11 @@ def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, 
     out = StageResult()
     unreported = {s.run_id for s in specs}
     teachers = {s.run_id for s in specs if s.role == "teacher"}
+    unstarted = []  # errors of trials Tune could not start: no config says whose they were
     for result in results:
+        if not result.config:
+            unstarted.append(_one_line(result.error) if result.error else "no config")
+            continue
         ids = [RunSpec.from_dict(d).run_id for d in result.config["specs"]]
         diverged = (result.metrics or {}).get("failed") or {}
         gave_up = retries.gave_up.get((result.metrics or {}).get("trial_id"))
@@ -318,8 +322,9 @@ def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, 
                 out.failed[run_id] = "trial ended but the run is not complete in the store"
         if result.error is None and not gave_up:
             _delete_checkpoints(result, ids, store, earlier)
-    for run_id in unreported:  # trials Tune never reported (should not happen)
-        out.failed[run_id] = "no result from Ray Tune"
+    for run_id in unreported:  # trials Tune never reported, or could not start
+        out.failed[run_id] = "no result from Ray Tune" + (
+            f" (a trial that never started: {unstarted[0]})" if unstarted else "")
     out.collapsed = collapsed_runs(store, out.ran)
     return out
 
