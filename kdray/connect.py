@@ -10,8 +10,10 @@ Ray (:func:`init_ray`), as a researcher expects: the running cluster if there is
   reuse it.
 - ``RAY_ADDRESS`` set (``ray job submit`` sets it): connect there; a failure is an error,
   never a silent fallback to a laptop-sized local Ray.
+- ``RAY_ADDRESS=local``: a Ray of this process's own, whatever else runs on the machine.
 - Otherwise ``ray.init(address="auto")`` joins a cluster running on this machine (the head
-  node under ``ray submit``, or ``ray start --head``), and a local Ray starts when none is.
+  node under ``ray submit``, or ``ray start --head``), saying so with its address (a Ray
+  left running by something else would be joined too), and a local Ray starts when none is.
 - ``$WANDB_API_KEY`` is out of this process's environment while Ray starts
   (:func:`key_hidden`): a local Ray copies the environment into its raylet and every worker,
   which do not need the key (W&B runs are created in the driver, ``kdray/tracking.py``).
@@ -40,8 +42,9 @@ SSM_ENV = "KDRAY_WANDB_KEY_SSM"
 
 def join_cluster() -> str | None:
     """Join the Ray this process would use, if it runs already: ``"existing"`` (initialised
-    here), ``"cluster"`` (``RAY_ADDRESS``, or a cluster running on this machine), or None when
-    there is none (and no Ray was started). Trials' output stays in Ray's logs
+    here), ``"local"`` (``RAY_ADDRESS=local``: one started here, this machine only),
+    ``"cluster"`` (``RAY_ADDRESS``, or a cluster running on this machine), or None when there
+    is none (and no Ray was started). Trials' output stays in Ray's logs
     (``log_to_driver=False``)."""
     import ray
 
@@ -50,12 +53,15 @@ def join_cluster() -> str | None:
     with key_hidden():  # Ray's processes do not need the W&B key
         if os.environ.get("RAY_ADDRESS"):
             ray.init(log_to_driver=False)
-            return "cluster"
+            return "local" if os.environ["RAY_ADDRESS"] == "local" else "cluster"
         try:
             ray.init(address="auto", log_to_driver=False)
-            return "cluster"
         except ConnectionError:
             return None
+    address = ray.get_runtime_context().gcs_address
+    print(f"ray: joined the Ray already running on this machine ({address}); set "
+          "RAY_ADDRESS=local for a Ray of this process's own", file=sys.stderr)
+    return "cluster"
 
 
 def init_ray() -> str:
