@@ -35,7 +35,7 @@ def study(tmp_path_factory, ray_local):
 
 
 def test_page_has_the_header_the_verdicts_the_tables_and_the_figures(study, tmp_path):
-    out = tmp_path / "docs" / "results" / "tiny.md"
+    out = tmp_path / "site" / "tiny.md"
     assert main(["--store", str(study), "--out", str(out)]) == 0
     page = out.read_text()
     assert "| runs | 15 (9 ds, 3 nds, 3 teacher); 0 collapsed |" in page
@@ -46,22 +46,22 @@ def test_page_has_the_header_the_verdicts_the_tables_and_the_figures(study, tmp_
     assert page_verdicts(page) == verdicts_of(comparison)  # the job's verdicts, as written
     assert "| C3 | celeba-smiling resnet50/resnet18 alpha=0.8 | young | eod |" in page
     assert (study / "analysis" / "tables.md").read_text().splitlines()[4] in page
-    figures = sorted(p.name for p in (tmp_path / "docs" / "results" / "tiny").iterdir())
+    figures = sorted(p.name for p in (tmp_path / "site" / "tiny").iterdir())
     assert figures and all("_fairness_" in f for f in figures)
     for f in figures:
         assert f"](tiny/{f})" in page
 
 
 def test_readme_gets_the_pages_verdicts_and_a_changed_copy_is_caught(study, tmp_path):
-    out = tmp_path / "docs" / "results" / "tiny.md"
+    out = tmp_path / "site" / "tiny.md"
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- verdicts: docs/results/tiny.md -->\nold\n<!-- /verdicts -->\nend\n")
+    readme.write_text("# x\n\n<!-- verdicts: site/tiny.md -->\nold\n<!-- /verdicts -->\nend\n")
     assert main(["--store", str(study), "--out", str(out), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert page_verdicts(text) == page_verdicts(out.read_text()) and text.endswith("end\n")
     assert readme_problems(readme) == []
     readme.write_text(text.replace("reproduced", "REPRODUCED", 1))
-    assert readme_problems(readme) == ["docs/results/tiny.md: README's verdicts differ from "
+    assert readme_problems(readme) == ["site/tiny.md: README's verdicts differ from "
                                        "the page's"]
 
 
@@ -69,8 +69,8 @@ def test_a_store_without_an_analysis_exits_2_in_one_line(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "empty"), "--out", str(tmp_path / "p.md")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("results_page: ") and err.count("\n") == 1
-    with pytest.raises(ValueError, match="no '<!-- verdicts: docs/x.md -->'"):
-        embed("no block here", "docs/x.md", "v")
+    with pytest.raises(ValueError, match="no '<!-- verdicts: pages/x.md -->'"):
+        embed("no block here", "pages/x.md", "v")
     with pytest.raises(ValueError, match="no '### Verdicts' section"):
         verdicts_of("# not kdray's\n")
 

@@ -42,8 +42,8 @@ class PageOptions:
     """Where the page comes from and goes: the store, its analysis (default
     ``{store}/analysis``), the page's path, and a README whose verdicts to update."""
 
+    out: str  # the page, e.g. docs/results/<study>.md
     store: str = "./results"
-    out: str = "docs/results/study.md"
     analysis: str | None = None
     readme: str | None = None
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", default="./results", help="the study's store (default ./results)")
-    p.add_argument("--out", required=True, help="the page to write, e.g. docs/results/quick.md")
+    p.add_argument("--out", required=True, help="the page to write, e.g. docs/results/<study>.md")
     p.add_argument("--analysis", default=None,
                    help="the analysis's folder, when the job wrote it elsewhere (--out of "
                         "python -m kdray.analysis); default {store}/analysis")
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a README whose '<!-- verdicts: PAGE -->' block gets the page's verdicts")
     args = p.parse_args(argv)
     try:
-        write_page(PageOptions(args.store, args.out, args.analysis, args.readme))
+        write_page(PageOptions(args.out, args.store, args.analysis, args.readme))
         if args.readme:
             update_readme(Path(args.readme), Path(args.out))
     except (FileNotFoundError, ValueError) as e:
