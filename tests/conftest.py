@@ -183,7 +183,7 @@ TINY_TRIFEATURE = {"image_size": 16, "per_combination": 2, "test_per_combination
 # went to NaN on an AMD EPYC (AVX2, no AVX-512) and on this machine under ONEDNN_MAX_CPU_ISA=AVX2
 # with one thread, and trained on elsewhere. So every test that trains a CNN student uses
 # STABLE_LR (its teacher too: a DS run's teacher has the same recipe), far below the edge: see
-# README, "Reproducibility", for the margin measured. Tests that compare results bitwise do so
+# docs/reproducibility.md for the margin measured. Tests that compare results bitwise do so
 # only between two computations on the same machine (cohort vs lone, resumed vs
 # uninterrupted); tests that check what a run learned use tolerances.
 # `python -m pytest -m trains` runs every test that trains; CI runs the fast ones a second

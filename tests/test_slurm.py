@@ -1,4 +1,4 @@
-"""The paper on a SLURM cluster as README gives it: ``sbatch cluster/slurm.sbatch
+"""The paper on a SLURM cluster as docs/clusters.md gives it: ``sbatch cluster/slurm.sbatch
 sweeps/full_paper.py ...`` on a real SLURM of this machine (tests/slurm.py: a private
 munged, slurmctld and two slurmd, ``kd1`` and ``kd2``, on 127.0.0.1), the store a moto S3
 bucket whose keys come from the environment, as on a cluster.
