@@ -1,0 +1,86 @@
+"""The matched control (docs/claims.md, C9): the NDS at the step a DS gives its CE term, from
+its spec and the study's plan through the analysis to the claim that compares the DS with it."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from kdray import RunSpec
+from kdray.sweep.cli import sweep_main
+from kdray.sweep.grid import Experiment, expand
+from kdray.sweep.plan import stage_of
+
+ROOT = Path(__file__).resolve().parents[1]
+NDS = RunSpec(dataset="trifeature-shape", role="nds", arch="lenet5", seed=3)
+DS = RunSpec(dataset="trifeature-shape", role="ds", arch="lenet5", teacher_arch="resnet20",
+             temperature=10, alpha=0.8, seed=3)
+
+
+# -- the spec ------------------------------------------------------------------------------
+def test_a_control_is_the_nds_at_the_step_a_ds_gives_its_ce_term():
+    c = DS.control_spec()
+    assert c == NDS.control_spec(0.8)
+    assert (c.role, c.arch, c.seed, c.alpha, c.teacher_arch, c.temperature) == (
+        "control", "lenet5", 3, 0.8, None, None)
+    assert c.lr == pytest.approx(NDS.lr * 0.2) and c.lr == 0.02  # rounded: run.json reads 0.02
+    assert c.weight_decay == pytest.approx(NDS.weight_decay / 0.2)
+    assert (c.epochs, c.batch_size, c.lr_milestones, c.data) == (
+        NDS.epochs, NDS.batch_size, NDS.lr_milestones, NDS.data)
+    assert c.run_id.startswith("trifeature-shape-lenet5-control-a0.8-s3-")
+    assert c.run_id != NDS.run_id and c.run_id != NDS.control_spec(0.5).run_id
+    assert RunSpec.from_dict(c.to_dict()) == c  # the derived step is the spec's, not re-derived
+    # set on its own, a control takes the recipe's step, derived
+    assert RunSpec(dataset="trifeature-shape", role="control", arch="lenet5", seed=3,
+                   alpha=0.8) == c
+
+
+def test_a_control_needs_no_teacher_and_trains_in_stage_1():
+    from kdray.trial.steps import check_teacher
+
+    c = NDS.control_spec(0.8)
+    assert check_teacher(c, store=None) is None and stage_of(c) == 1
+    with pytest.raises(ValueError, match="^temperature: 10.0 is set on a 'control' spec"):
+        c.replace(temperature=10.0)
+    with pytest.raises(ValueError, match="^alpha: a 'control' spec needs alpha"):
+        c.replace(alpha=None)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: NDS.control_spec(1.0), lambda: DS.replace(alpha=1.0).control_spec(),
+    lambda: RunSpec(dataset="trifeature-shape", role="control", arch="lenet5", alpha=1),
+    lambda: Experiment("e", ("trifeature-shape",), (("resnet20", "lenet5"),), (10.0,),
+                       alphas=(0.8, 1.0), controls=True)])
+def test_a_control_at_alpha_1_is_refused_naming_the_value(make):
+    with pytest.raises(ValueError, match=r"alpha: 1(\.0)? is not < 1 for a 'control' spec"):
+        make()
+
+
+# -- the plan ------------------------------------------------------------------------------
+def _trifeature() -> list[Experiment]:
+    return runpy.run_path(str(ROOT / "sweeps" / "trifeature_paper.py"))["EXPERIMENTS"]
+
+
+def test_the_trifeature_study_trains_five_controls_in_stage_1():
+    shape = [e.replace(datasets=("trifeature-shape",)) for e in _trifeature()]
+    plan = expand(shape)
+    assert plan.counts() == "65 runs (5 teachers, 5 NDS, 5 controls, 50 DS)"
+    assert sorted(c.seed for c in plan.controls) == [0, 1, 2, 3, 4]
+    assert {c.alpha for c in plan.controls} == {0.8} and set(plan.controls) <= set(plan.stage1)
+    assert [c.run_id for c in plan.controls] == [d.control_spec().run_id for d in plan.ds
+                                                 if d.temperature == 1.0]
+
+
+def test_the_dry_run_lists_the_controls_and_the_flag_turns_them_off(tmp_path, capsys):
+    args = ["--dry-run", "--store", str(tmp_path / "store"), "--plan",
+            str(tmp_path / "plan.json"), "--wandb-mode", "disabled"]
+    assert sweep_main(_trifeature(), args, default_datasets=("trifeature-shape",)) == 0
+    assert "plan: 65 runs (5 teachers, 5 NDS, 5 controls, 50 DS)" in capsys.readouterr().out
+    assert sweep_main(_trifeature(), args + ["--no-controls"],
+                      default_datasets=("trifeature-shape",)) == 0
+    assert "plan: 60 runs (5 teachers, 5 NDS, 0 controls, 50 DS)" in capsys.readouterr().out
+    assert sweep_main(_trifeature(), args + ["--alphas", "1"],
+                      default_datasets=("trifeature-shape",)) == 2
+    assert "alpha: 1.0 is not < 1 for a 'control' spec" in capsys.readouterr().err
