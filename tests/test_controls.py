@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from kdray import RunSpec
+from kdray import RunSpec, analysis
 from kdray.sweep.cli import sweep_main
 from kdray.sweep.grid import Experiment, expand
 from kdray.sweep.plan import stage_of
+from analysis_store import write_fairness_study
 
 ROOT = Path(__file__).resolve().parents[1]
 NDS = RunSpec(dataset="trifeature-shape", role="nds", arch="lenet5", seed=3)
@@ -84,3 +85,49 @@ def test_the_dry_run_lists_the_controls_and_the_flag_turns_them_off(tmp_path, ca
     assert sweep_main(_trifeature(), args + ["--alphas", "1"],
                       default_datasets=("trifeature-shape",)) == 2
     assert "alpha: 1.0 is not < 1 for a 'control' spec" in capsys.readouterr().err
+
+
+# -- the analysis and C9 -----------------------------------------------------------------------
+HIGH_T = (8.0, 9.0, 10.0)
+CONTROL = [0.20, 0.22, 0.18, 0.21, 0.19]
+STORES = {
+    # the DS at high T is its control give or take a point either way: indistinguishable (on
+    # the paper's dataset and pair, so that paper_comparison.md shows the Control row beside
+    # the paper's NDS)
+    ("trifeature-shape", "resnet20", "lenet5"): {
+        "teacher": 0.04, "nds": 0.30, "control": CONTROL,
+        **{t: [0.21, 0.21, 0.20, 0.19, 0.19] for t in HIGH_T}},
+    # the DS far fairer (and so more accurate) than its control in every seed
+    ("fairer", "resnet50", "resnet18"): {
+        "teacher": 0.04, "nds": 0.30, "control": CONTROL,
+        **{t: [0.04, 0.05, 0.03, 0.06, 0.05] for t in HIGH_T}},
+}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, ray_local):
+    root = str(tmp_path_factory.mktemp("controls") / "store")
+    for (dataset, teacher, student), gap in STORES.items():
+        write_fairness_study(root, dataset, gap, seeds=range(5), per_cell=100,
+                             teacher_arch=teacher, student_arch=student)
+    return root, analysis.run(root, wandb_mode="disabled", figures=False)
+
+
+def _c9(result, dataset: str):
+    c = result.claims
+    return c[(c["claim"] == "C9") & (c["dataset"] == dataset)].set_index("metric")
+
+
+def test_the_control_has_its_row_beside_the_nds(planted):
+    root, result = planted
+    tables = open(f"{root}/analysis/tables.md").read()
+    section = tables.split("## fairer: resnet50 / resnet18, alpha = 0.8")[1]
+    assert section.index("| NDS ") < section.index("| Control ") < section.index("| DS ")
+    fairness = tables.split("Fairness of fairer resnet50 / resnet18, alpha = 0.8")[1]
+    assert fairness.index("| NDS ") < fairness.index("| Control ") < fairness.index("| DS ")
+    assert "| Control | – | 82.50 ± 0.56 | 20.00 ± 1.58 | 5.00 ± 0.50 |" in fairness
+    page = open(f"{root}/analysis/paper_comparison.md").read()
+    block = page.split("### trifeature-shape: resnet20 / lenet5")[1]
+    assert block.index("| NDS ") < block.index("| Control | – | 0.8 |") < block.index("| DS ")
+    assert result.runs["study"].eq("").all()  # the control's derived step is its NDS's study
+    assert "Runs that no experiment uses" not in tables
