@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kdray import RunSpec, analysis
+from kdray.analysis.claim_tables import INDISTINGUISHABLE
 from kdray.sweep.cli import sweep_main
 from kdray.sweep.grid import Experiment, expand
 from kdray.sweep.plan import stage_of
@@ -131,3 +132,28 @@ def test_the_control_has_its_row_beside_the_nds(planted):
     assert block.index("| NDS ") < block.index("| Control | – | 0.8 |") < block.index("| DS ")
     assert result.runs["study"].eq("").all()  # the control's derived step is its NDS's study
     assert "Runs that no experiment uses" not in tables
+
+
+def test_a_ds_equal_to_its_control_is_indistinguishable_in_plain_words(planted):
+    root, result = planted
+    rows = _c9(result, "trifeature-shape")
+    assert sorted(rows.index) == ["dpd", "eod", "test_accuracy"]
+    assert set(rows["verdict"]) == {"inconclusive"} and not rows["in_paper"].any()
+    assert rows.loc["eod", "effect"] == pytest.approx(0.0, abs=1e-9) and (rows["n"] == 5).all()
+    assert rows.loc["eod", "pvalue"] == pytest.approx(1.0) and rows["pvalue_holm"].notna().all()
+    page = open(f"{root}/analysis/paper_comparison.md").read()
+    assert "### The DS beside its matched control (C9)" in page
+    assert (f"- trifeature-shape resnet20/lenet5 alpha=0.8, eod (young): {INDISTINGUISHABLE}"
+            in page)
+    assert "fairer resnet50/resnet18 alpha=0.8, eod (young): " + INDISTINGUISHABLE not in page
+
+
+def test_a_ds_fairer_and_more_accurate_than_its_control_reproduces(planted):
+    root, result = planted
+    rows = _c9(result, "fairer")
+    assert rows["verdict"].to_dict() == {"test_accuracy": "reproduced", "eod": "reproduced",
+                                         "dpd": "reproduced"}
+    assert rows.loc["eod", "effect"] == pytest.approx(-15.4, abs=0.2)
+    assert rows.loc["test_accuracy", "effect"] > 0 and (rows["family"] == "kdray").all()
+    page = open(f"{root}/analysis/paper_comparison.md").read()
+    assert "| C9* | fairer resnet50/resnet18 alpha=0.8 | young | eod | 8-10 |" in page

@@ -20,7 +20,8 @@ import math
 
 import pandas as pd
 
-from kdray.analysis.claim_tables import claim_blocks, shape_table, tally_lines, verdict_rows
+from kdray.analysis.claim_tables import (claim_blocks, control_lines, shape_table, tally_lines,
+                                        verdict_rows)
 from kdray.analysis.claims import VERDICTS
 from kdray.analysis.groups import ROLE_ORDER, slug, study_name
 from kdray.analysis.model import Block, Report, Table, Text
@@ -127,6 +128,8 @@ def _epilogue(stats: Statistics, counts: pd.DataFrame, collapsed: list[str]) -> 
     verdicts = verdict_rows(claims)
     if len(verdicts):
         out.append(Table("paper/verdicts", "Verdicts", verdicts))
+    if control_lines(claims):
+        out.append(Text(("", "The DS beside its matched control (C9):", *control_lines(claims))))
     shape = shape_table(stats.trend_shapes, claims, "paper/trend_shapes")
     if shape is not None:
         out += [Text(("", "The trends per T (mean over seeds [95% CI]):", "")), shape]
