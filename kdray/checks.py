@@ -30,7 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from kdray.vocabulary import AUGMENTATIONS, DS_ONLY, OPTIMIZERS, ROLES, SCHEDULES  # noqa: F401
+from kdray.vocabulary import (AUGMENTATIONS, DS_ONLY, OPTIMIZERS, ROLE_FIELDS,  # noqa: F401
+                              ROLES, SCHEDULES)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ RULES: dict[str, Rule] = {
     "momentum": _AT_LEAST_0, "weight_decay": _AT_LEAST_0, "lr_gamma": _AT_LEAST_0,
     "warmup_epochs": _AT_LEAST_0,
 }
+# what a role asks of a field beyond the field's rule: a control trains at lr x (1 - alpha)
+ROLE_RULES: dict[tuple[str, str], Rule] = {
+    ("control", "alpha"): Rule(float, "< 1 for a 'control' spec (it trains at lr x (1 - alpha))",
+                               lambda v: v < 1)}
 CHOICES: dict[str, tuple[str, ...]] = {"role": ROLES, "optimizer": OPTIMIZERS,
                                        "lr_schedule": SCHEDULES, "augmentation": AUGMENTATIONS}
 REGISTRIES = {"dataset": "dataset", "arch": "model", "teacher_arch": "model"}
@@ -117,6 +122,24 @@ def check(field: str, value: Any) -> None:
         raise ValueError(f"{field}: {value!r} {wrong}")
 
 
+def role_problem(role: str, field: str, value: Any) -> str | None:
+    """What is wrong with ``value`` as ``field`` of a ``role`` spec (the field's rule, then
+    the role's own, :data:`ROLE_RULES`), or None when it is valid."""
+    wrong = problem(field, value)
+    rule = ROLE_RULES.get((role, field))
+    if wrong is None and rule is not None and not rule.holds(value):
+        wrong = f"is not {rule.range}"
+    return wrong
+
+
+def check_for_role(role: str, field: str, value: Any) -> None:
+    """:func:`check` with the role's own rule too (``alpha: 1.0 is not < 1 for a 'control'
+    spec ...``)."""
+    wrong = role_problem(role, field, value)
+    if wrong is not None:
+        raise ValueError(f"{field}: {value!r} {wrong}")
+
+
 # ----------------------------------------------------------------------------------------
 # A committed run.json, as every reader of the store checks it
 # ----------------------------------------------------------------------------------------
@@ -162,15 +185,15 @@ def spec_problem(spec: Any) -> str | None:
     analysis reads (``None``: nothing). Names must be strings; they are not looked up."""
     if not isinstance(spec, dict):
         return f"spec is {json_type(spec)}, expected an object"
-    ds = spec.get("role") == "ds"
-    required = ("dataset", "role", "arch", "seed") + (DS_ONLY if ds else ())
-    for key in required:
+    role = spec.get("role")
+    own = ROLE_FIELDS.get(role, ()) if isinstance(role, str) else ()
+    for key in ("dataset", "role", "arch", "seed") + own:
         if spec.get(key) is None:
-            return f"{'ds ' if ds and key in DS_ONLY else ''}spec has no {key!r}"
-    for key in ("dataset", "role", "arch") + (("teacher_arch",) if ds else ()):
+            return f"{f'{role} ' if key in own else ''}spec has no {key!r}"
+    for key in ("dataset", "role", "arch") + tuple(k for k in own if k == "teacher_arch"):
         if not isinstance(spec[key], str):
             return f"spec {key} is {json_type(spec[key])}, expected a string"
-    for key in ("role", "seed") + (("temperature", "alpha") if ds else ()):
+    for key in ("role", "seed") + tuple(k for k in own if k != "teacher_arch"):
         wrong = problem(key, spec[key])
         if wrong is not None:
             return f"spec {key} {spec[key]!r} {wrong}"

@@ -12,7 +12,9 @@ its ``run_id``, says exactly how the run was trained::
 ``run_id`` is a readable prefix plus the first 8 hex digits of the SHA-256 of the canonical
 JSON (sorted keys, no spaces) of every field, e.g. ``cifar100-resnet20-ds-T4-a0.8-s0-1f3a9c2e``.
 Teachers and non-distilled students (NDS) have no temperature or alpha, so their run_id
-never depends on them: extending a sweep to new temperatures reuses them.
+never depends on them: extending a sweep to new temperatures reuses them. A control
+(:meth:`RunSpec.control_spec`) is an NDS trained at the step a DS gives its CE term: one per
+seed and alpha, with no teacher and no temperature.
 
 Fields added to RunSpec after runs were stored (:data:`ADDED_FIELDS`) are left out of the
 spec's dict, and so of its canonical JSON and run_id, while they hold their default: every
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 # ROLES: the roles, in table order (imported from here too)
-from kdray.checks import DS_ONLY, ROLES, check, json_type  # noqa: F401
+from kdray.checks import DS_ONLY, ROLE_FIELDS, ROLES, check, check_for_role, json_type  # noqa: F401
 
 # The paper's recipe for LeNet-5, ResNets and DenseNets (Appendix C): SGD, lr 0.1,
 # weight decay 1e-3, lr / 10 at epochs 30, 60, 90 of 100. Batch size is per dataset.
@@ -62,6 +64,27 @@ ADDED_FIELDS: dict[str, Any] = {
 KD_FIELDS: dict[str, Any] = {f: ADDED_FIELDS[f] for f in ("kd_t_squared",)}
 
 
+STEP_DIGITS = 12  # significant digits of a control's derived lr and weight decay
+
+
+def control_step(lr: float, weight_decay: float, alpha: float) -> tuple[float, float]:
+    """The step a DS at ``alpha`` gives its CE term, as an NDS recipe: ``(lr x (1 - alpha),
+    weight_decay / (1 - alpha))`` (SGD's coupled weight decay: ``(1 - alpha) x lr x (grad +
+    wd' x w)`` with ``wd' = wd / (1 - alpha)`` is ``lr' x (grad + wd' x w)``), rounded to
+    :data:`STEP_DIGITS` significant digits so that a run.json reads ``0.02``."""
+    check_for_role("control", "alpha", alpha)
+    return _round(lr * (1.0 - alpha)), _round(weight_decay / (1.0 - alpha))
+
+
+def nds_step(lr: float, weight_decay: float, alpha: float) -> tuple[float, float]:
+    """:func:`control_step`'s inverse: the NDS recipe's lr and weight decay of a control."""
+    return _round(lr / (1.0 - alpha)), _round(weight_decay * (1.0 - alpha))
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.{STEP_DIGITS}g}")
+
+
 def _canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -77,10 +100,12 @@ class RunSpec:
     Parameters
     ----------
     dataset : registry name (``kdray.data``), e.g. ``"cifar100"``.
-    role : ``"teacher"``, ``"nds"`` (non-distilled student) or ``"ds"`` (distilled student).
+    role : ``"teacher"``, ``"nds"`` (non-distilled student), ``"control"`` (an NDS at the
+        step a DS gives its CE term: lr x (1 - alpha), weight decay / (1 - alpha); the
+        T -> infinity limit of eq. 6 without T^2) or ``"ds"`` (distilled student).
     arch : registry name of the trained model (``kdray.models``).
     seed : seed of the run; DS seed k distils from teacher seed k.
-    teacher_arch, temperature, alpha : DS only. The loss is
+    teacher_arch, temperature, alpha : DS only (a control has an alpha). The loss is
         ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE`` (paper eq. 6
         with Hinton et al.'s T^2 factor; ``kd_t_squared=False`` drops the factor).
     data : dataset options (e.g. ``image_size``); unset options take the dataset's defaults.
@@ -174,7 +199,9 @@ class RunSpec:
         digest = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:8]
         parts = [self.dataset, self.arch, self.role]
         if self.role == "ds":
-            parts += [f"T{_fmt(self.temperature)}", f"a{_fmt(self.alpha)}"]
+            parts += [f"T{_fmt(self.temperature)}"]
+        if self.alpha is not None:
+            parts += [f"a{_fmt(self.alpha)}"]
         parts += [f"s{self.seed}", digest]
         return "-".join(parts)
 
@@ -196,6 +223,19 @@ class RunSpec:
             raise ValueError(f"role: teacher_spec() needs a 'ds' spec, got {self.role!r}")
         return dataclasses.replace(self, role="teacher", arch=self.teacher_arch,
                                    teacher_arch=None, temperature=None, alpha=None)
+
+    def control_spec(self, alpha: float | None = None) -> "RunSpec":
+        """The matched control of a DS (at its alpha) or of an NDS (at ``alpha``): the
+        student's arch, seed, data and recipe, trained on CE alone at the lr and weight decay
+        of :func:`control_step`. ``ValueError`` for alpha 1 (lr 0) or another role."""
+        if self.role not in ("ds", "nds"):
+            raise ValueError(f"role: control_spec() needs a 'ds' or 'nds' spec, got {self.role!r}")
+        alpha = self.alpha if alpha is None else alpha
+        if alpha is None:
+            raise ValueError("alpha: the control of an NDS needs an alpha, got None")
+        lr, weight_decay = control_step(self.lr, self.weight_decay, alpha)
+        return dataclasses.replace(self, role="control", teacher_arch=None, temperature=None,
+                                   alpha=alpha, lr=lr, weight_decay=weight_decay, **KD_FIELDS)
 
     def replace(self, **changes: Any) -> "RunSpec":
         return dataclasses.replace(self, **changes)
@@ -244,21 +284,23 @@ def resolve(spec: RunSpec) -> dict[str, Any]:
 def _check_identity(fields: dict[str, Any]) -> None:
     check("role", fields["role"])
     check("dataset", fields["dataset"])
-    ds = fields["role"] == "ds"
-    for key in ("arch",) + (("teacher_arch",) if ds else ()):
+    role = fields["role"]
+    own = ROLE_FIELDS[role]
+    for key in ("arch",) + tuple(k for k in own if k == "teacher_arch"):
         check(key, fields[key])
     check("seed", fields["seed"])
     for key in DS_ONLY:
-        if ds and fields[key] is None:
-            raise ValueError(f"{key}: a 'ds' spec needs a {key}, got None")
-        if not ds and fields[key] is not None:
-            raise ValueError(f"{key}: {fields[key]!r} is set on a {fields['role']!r} spec; "
-                             f"only 'ds' specs take it")
-    if ds:
-        for key in ("temperature", "alpha"):
-            check(key, fields[key])
+        if key in own and fields[key] is None:
+            raise ValueError(f"{key}: a {role!r} spec needs {key}, got None")
+        if key not in own and fields[key] is not None:
+            takers = " and ".join(repr(r) for r, f in ROLE_FIELDS.items() if key in f)
+            raise ValueError(f"{key}: {fields[key]!r} is set on a {role!r} spec; "
+                             f"only {takers} specs take it")
+    for key in own:
+        if key != "teacher_arch":
+            check_for_role(role, key, fields[key])
             fields[key] = float(fields[key])
-    else:  # a recipe shared with DS runs: a teacher or NDS has no KD term
+    if role != "ds":  # a recipe shared with DS runs: a teacher, NDS or control has no KD term
         fields.update(KD_FIELDS)
 
 
@@ -296,6 +338,9 @@ def _recipe(fields: dict[str, Any], dataset, family: str) -> dict[str, Any]:
     for key, default in recipe.items():
         if fields[key] is None and key not in out:
             out[key] = default
+    if fields["role"] == "control":  # the recipe's step as a DS at alpha gives it to CE
+        lr, wd = control_step(recipe["lr"], recipe["weight_decay"], fields["alpha"])
+        out.update({k: v for k, v in (("lr", lr), ("weight_decay", wd)) if k in out})
     return out
 
 

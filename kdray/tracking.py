@@ -76,8 +76,10 @@ def default_group(spec: RunSpec) -> str:
 
 def tags(spec: RunSpec) -> list[str]:
     out = [spec.role]
-    if spec.role == "ds":
-        out += [f"T={spec.temperature:g}", f"alpha={spec.alpha:g}"]
+    if spec.temperature is not None:
+        out.append(f"T={spec.temperature:g}")
+    if spec.alpha is not None:  # a DS, or a control (one per alpha)
+        out.append(f"alpha={spec.alpha:g}")
     return out
 
 

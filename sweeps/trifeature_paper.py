@@ -113,6 +113,7 @@ EXPERIMENTS = [
         # the paper's: SGD lr 0.1, milestones 30/60/90, batch 64, crop+flip; eq. (6) as printed
         recipe={"epochs": 100, "kd_t_squared": False},
         data=DATA,
+        controls=True,  # one control per seed at alpha 0.8 (docs/claims.md, C9)
     ),
 ]
 

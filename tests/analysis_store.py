@@ -33,7 +33,9 @@ def run_id_of(spec: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     parts = [spec["dataset"], spec["arch"], spec["role"]]
     if spec["role"] == "ds":
-        parts += [f"T{spec['temperature']:g}", f"a{spec['alpha']:g}"]
+        parts += [f"T{spec['temperature']:g}"]
+    if spec.get("alpha") is not None:
+        parts += [f"a{spec['alpha']:g}"]
     return "-".join(parts + [f"s{spec['seed']}", digest])
 
 
@@ -116,6 +118,15 @@ def write_study(store: Store | str, *, dataset: str = "toy", n_classes: int = 10
     return made
 
 
+def control_spec(dataset: str, arch: str, seed: int, alpha: float) -> dict[str, Any]:
+    """The spec dict of a control: the NDS recipe's lr and weight decay, derived."""
+    from kdray.spec import control_step
+
+    lr, weight_decay = control_step(RECIPE["lr"], RECIPE["weight_decay"], alpha)
+    return make_spec(dataset, "control", arch, seed, alpha=alpha, lr=lr,
+                     weight_decay=weight_decay)
+
+
 def preds_for_rates(label: np.ndarray, group: np.ndarray, tpr: Sequence[float],
                     fpr: Sequence[float]) -> np.ndarray:
     """Binary predictions whose true- and false-positive rate in group g are exactly
@@ -138,16 +149,21 @@ def write_fairness_study(store: Store | str, dataset: str, gap: Mapping[str, Any
 
     Group 0 has TPR 0.9 and FPR 0.1; group 1 TPR 0.9 - gap and FPR 0.1 + gap / 2, so that
     EOD = gap and DPD = gap / 4 (``per_cell`` samples per (group, label)). ``gap`` maps
-    ``"teacher"``, ``"nds"`` and each DS temperature (a float) to a gap; seed s adds
+    ``"teacher"``, ``"nds"``, optionally ``"control"`` (the NDS at the step a DS at ``alpha``
+    gives its CE term, ``kdray.spec.control_step``) and each DS temperature (a float) to a
+    gap; seed s adds
     0.004 * s (so seeds differ), or a gap may be one value per seed (a list, used as it is),
     where ``None`` is a constant predictor (class 0 for every sample: EOD = DPD = 0, at
     chance). Returns ``{role: [run_id, ...]}``."""
     label = np.tile(np.repeat([0, 1], per_cell), 2)
     young = np.repeat([0, 1], 2 * per_cell)
-    made: dict[str, list[str]] = {"teacher": [], "nds": [], "ds": []}
+    made: dict[str, list[str]] = {"teacher": [], "nds": [], "ds": [], "control": []}
     for s in seeds:
         specs = [("teacher", make_spec(dataset, "teacher", teacher_arch, s), gap["teacher"]),
                  ("nds", make_spec(dataset, "nds", student_arch, s), gap["nds"])]
+        if "control" in gap:
+            specs.append(("control", control_spec(dataset, student_arch, s, alpha),
+                          gap["control"]))
         specs += [("ds", make_spec(dataset, "ds", student_arch, s, teacher_arch=teacher_arch,
                                    temperature=t, alpha=alpha), g)
                   for t, g in gap.items() if isinstance(t, float)]

@@ -27,7 +27,7 @@ def test_extend_temperatures_then_seeds(ray_local, data_root, tmp_path, capsys):
 
     code, out = _sweep(common + ["--temperatures", "1", "2"], capsys)
     assert code == 0 and "sweep: 2 ran, 6 skipped" in out  # only the DS at T = 2 (2 seeds)
-    assert "stage 1: 0 teacher/NDS runs to train" in out
+    assert "stage 1: 0 teacher/NDS/control runs to train" in out
     assert "| DS | 2 |" in out  # the analysis includes the new temperature
     store = Store(str(tmp_path / "store"))
     new = [r for r in store.list_run_ids() if "-ds-T2-" in r]

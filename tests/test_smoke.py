@@ -50,8 +50,11 @@ def test_trifeature_paper_smoke_test(tmp_path):
                           "--wandb-mode", "disabled"],
                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "sweep: 6 ran, 0 skipped" in out.stdout  # shape only, unless --datasets says more
+    # shape only, unless --datasets says more: 2 teachers, 2 NDS, 2 controls, 2 DS
+    assert "plan: 8 runs (2 teachers, 2 NDS, 2 controls, 2 DS)" in out.stdout
+    assert "sweep: 8 ran, 0 skipped" in out.stdout
     assert "## trifeature-shape: resnet20 / lenet5, alpha = 0.8" in out.stdout
+    assert "| Control | – |" in out.stdout.split("## Beside the paper")[0]  # beside the NDS
     # its DS (no T^2) share one study with the teachers and NDS: no "[kd_t_squared=...]" label;
     # the recipe line beside the paper names kd_t_squared=false, as it differs from the default
     assert "trifeature-shape [" not in out.stdout

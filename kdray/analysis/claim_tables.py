@@ -7,6 +7,8 @@
 - :func:`shape_table`: beside the trend verdicts, the per-T means with their intervals, one
   row per metric;
 - :func:`tally_lines`: the verdicts counted, one line per family (``kdray/analysis/verdicts.py``);
+- :func:`control_lines`: where a DS is indistinguishable from its matched control (C9), the
+  plain sentence that says so;
 - :func:`claim_blocks`: the page's section with the rules, the verdicts, the shapes and the
   paper's experiments the store lacks.
 """
@@ -17,9 +19,10 @@ import math
 
 import pandas as pd
 
-from kdray.analysis.claims import CLAIMS, COLLAPSED, VERDICTS
+from kdray.analysis.claims import CLAIMS, COLLAPSED, CONTROL_CLAIM, VERDICTS
 from kdray.analysis.groups import study_name
 from kdray.analysis.model import Block, Table, Text
+from kdray.analysis.seed_tests import MIN_SEEDS
 from kdray.analysis.tables import DASH
 from kdray.analysis.verdicts import FAMILIES, FAMILY_NAMES, LEVEL, MAX_SEEDS
 
@@ -134,9 +137,33 @@ def tally_lines(claims: pd.DataFrame) -> list[str]:
     return lines
 
 
+INDISTINGUISHABLE = "at high T this study's DS is what its step size alone gives"
+
+
+def control_lines(claims: pd.DataFrame) -> list[str]:
+    """One plain sentence per C9 row whose DS is indistinguishable from its control: tested
+    (enough seeds, no collapsed cell) and inconclusive (docs/claims.md, C9)."""
+    rows = claims[(claims["claim"] == CONTROL_CLAIM) & (claims["verdict"] == "inconclusive")
+                  & ~claims["reason"].astype(str).str.startswith(COLLAPSED)
+                  & (claims["n"].astype(float) >= MIN_SEEDS)]
+    return [f"- {experiment_name(r)}, {r.metric}" + (f" ({r.attribute})" if r.attribute else "")
+            + f": {INDISTINGUISHABLE} (DS minus control {_effect(r)}, {r.n:.0f} seeds, "
+            f"p Holm {_p(r.pvalue_holm)}; the interval bounds what the seeds still allow)"
+            for r in rows.itertuples()]
+
+
+def _control_blocks(claims: pd.DataFrame) -> list[Block]:
+    lines = control_lines(claims)
+    if not lines:
+        return []
+    return [Text(("", "### The DS beside its matched control (C9)", "",
+                  "Where the DS at T = 8-10 is indistinguishable from its control (the NDS "
+                  "at lr x (1 - alpha), weight decay / (1 - alpha)):", "", *lines))]
+
+
 def _missing_lines(claims: pd.DataFrame) -> list[str]:
     lines = []
-    for c in CLAIMS:
+    for c in (c for c in CLAIMS if c.scope):
         sub = claims[(claims["claim"] == c.id) & (claims["reason"] == ABSENT)]
         names = list(dict.fromkeys(
             f"{r.dataset} {r.teacher_arch}/{r.student_arch}" + (f" ({r.attribute})"
@@ -148,8 +175,8 @@ def _missing_lines(claims: pd.DataFrame) -> list[str]:
 
 RULES_TEXT = (
     "The rules are fixed in docs/claims.md. The seed is the unit: each seed is reduced to "
-    "one number (a paired difference, DS minus its own NDS or teacher; or Spearman's ρ of T "
-    "vs the metric over its DS runs), and a t-test across seeds judges it (#SC/#TC: ρ of T "
+    "one number (a paired difference, DS minus its own NDS, teacher or control; or "
+    "Spearman's ρ of T vs the metric over its DS runs), and a t-test across seeds judges it (#SC/#TC: ρ of T "
     "vs the count per T, T permuted within seeds). Collapsed runs are out. One Holm "
     f"correction per family: the paper's claims, and kdray's rows beyond its scope (*: an "
     f"experiment, alpha or attribute the paper does not state the claim on). reproduced: "
@@ -158,7 +185,8 @@ RULES_TEXT = (
     "(collapsed runs) a cell that lost more than one seed; not testable here: the reference "
     "sits at the metric's floor or ceiling in every seed; not run: the data is missing. "
     "effect: mean over seeds (points, or ρ) with its 95 % t interval; seeds for 80% power: "
-    "what an inconclusive row's effect would need at 0.05 / (the family's size).")
+    "what an inconclusive row's effect would need at 0.05 / (the family's size). C9* is "
+    "kdray's own (no paper claim): its sign is the one the paper gives distillation.")
 
 
 def claim_blocks(claims: pd.DataFrame, shapes: pd.DataFrame) -> list[Block]:
@@ -173,6 +201,7 @@ def claim_blocks(claims: pd.DataFrame, shapes: pd.DataFrame) -> list[Block]:
     verdicts = verdict_rows(claims)
     out.append(Table("paper/verdicts", "Verdicts", verdicts) if len(verdicts)
                else Text(("No experiment of the store.",)))
+    out += _control_blocks(claims)
     shape = shape_table(shapes, claims, "paper/trend_shapes")
     if shape is not None:
         out += [Text(("", "### The trends per T, beside their verdicts", "",

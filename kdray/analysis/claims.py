@@ -26,6 +26,10 @@ C7     #SC rises with T (Figure 3)             no per-seed value: ρ of T vs #SC
                                                2 <= T <= 10 (>= 3 T), p by permuting T
                                                within seeds; paper +
 C8     #TC falls with T (Figure 3)             the same on #TC; paper -
+C9*    DS differs from its matched control     mean accuracy, EOD, DPD of seed k's DS runs
+       (kdray's own: the NDS at lr x (1 -      with T in {8, 9, 10} minus its control at
+       alpha), weight decay / (1 - alpha))     the same alpha; the sign the paper gives
+                                               distillation: + accuracy, - EOD, - DPD
 =====  ======================================  ============================================
 
 Verdicts (:data:`VERDICTS`): ``reproduced``, ``contradicted``, ``inconclusive`` (with the
@@ -35,7 +39,9 @@ in every seed) and ``not run`` (the data is missing; the claim's paper experimen
 store lacks are listed ``not run`` too, with an empty study).
 
 ``in_paper``: whether the paper states the claim on this experiment (dataset, pair, alpha
-0.8, the paper's attribute); it decides the row's family (paper or kdray's own, ``*``).
+0.8, the paper's attribute); it decides the row's family (paper or kdray's own, ``*``). C9
+has no paper experiment: its rows are kdray's own, and exist only where the store has
+controls at the experiment's alpha.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ CELEBA = (("celeba-smiling", "resnet50", "resnet18"),
 HATEXPLAIN = (("hatexplain", "bert_base", "distilbert"),)
 FIGURE_3 = (("cifar100", "resnet56", "resnet20"), ("imagenet", "resnet50", "resnet18"))
 FIGURE_4 = (TRIFEATURE[0], CELEBA[0])
-ROLE_NAMES = {"nds": "NDS", "teacher": "teacher"}
+ROLE_NAMES = {"nds": "NDS", "teacher": "teacher", "control": "control"}
 COUNT_REFERENCE = {"n_sc": "nds", "n_tc": "teacher"}
 SIGNIFICANCE_OF = {"n_sc": "ds_vs_nds", "n_tc": "ds_vs_teacher"}  # significance.csv
 UNITS = {"test_accuracy": "accuracy points", "eod": "EOD points", "dpd": "DPD points"}
@@ -82,7 +88,8 @@ class Claim:
     seeds). ``direction``: the paper's sign of the effect. ``temperatures``: the DS runs
     used; ``required``: temperatures that must be among them; ``min_temperatures``: how many
     distinct ones at least. ``scope``: the (dataset, teacher, student) experiments (alpha
-    0.8) the paper states the claim on.
+    0.8) the paper states the claim on. ``signs``: a metric's own sign where it is not
+    ``direction`` (C9: fairer is lower EOD and DPD, more accurate higher accuracy).
     """
 
     id: str
@@ -96,10 +103,15 @@ class Claim:
     reference: str = ""
     required: tuple[float, ...] = ()
     min_temperatures: int = 1
+    signs: tuple[tuple[str, int], ...] = ()
 
     @property
     def fairness(self) -> bool:
         return self.metrics[0] in ("eod", "dpd")
+
+    def sign(self, metric: str) -> int:
+        """The paper's sign of the effect on ``metric``."""
+        return dict(self.signs).get(metric, self.direction)
 
     @property
     def rule(self) -> str:
@@ -107,8 +119,11 @@ class Claim:
         what = "/".join(self.metrics)
         if self.test == "paired":
             ref = ROLE_NAMES[self.reference]
-            return (f"per seed: mean {what} of its DS runs with T in {temps} minus its {ref}; "
-                    f"t-test across seeds; paper: DS {sign} {ref}")
+            signs = "; ".join(f"{m} DS {'<' if self.sign(m) < 0 else '>'} {ref}"
+                              for m in self.metrics) if self.signs else f"DS {sign} {ref}"
+            return (f"per seed: mean {what} of its DS runs with T in {temps} minus its {ref}"
+                    f"{' (same alpha)' if self.reference == 'control' else ''}; t-test across "
+                    f"seeds; paper{' (distillation)' if self.signs else ''}: {signs}")
         needs = (f"; needs T = {_temps(self.required)} and >= {self.min_temperatures} T"
                  if self.required else f"; needs >= {self.min_temperatures} T"
                  if self.min_temperatures > 1 else "")
@@ -137,8 +152,13 @@ CLAIMS = (
           FIGURE_3, min_temperatures=3),
     Claim("C8", "#TC falls with T", "Figure 3", ("n_tc",), "count_trend", -1, T_2_10,
           FIGURE_3, min_temperatures=3),
+    # kdray's own: no paper experiment (scope), its rows where the store has controls
+    Claim("C9", "DS differs from its matched control", "kdray's own (docs/claims.md)",
+          ("test_accuracy", "eod", "dpd"), "paired", +1, (8.0, 9.0, 10.0), (),
+          reference="control", signs=(("eod", -1), ("dpd", -1))),
 )
-DIRECTIONS = {c.id: c.direction for c in CLAIMS}
+DIRECTIONS = {(c.id, m): c.sign(m) for c in CLAIMS for m in c.metrics}
+CONTROL_CLAIM = "C9"
 
 COLUMNS = ["claim", "statement", "source", "dataset", "study", "teacher_arch", "student_arch",
            "alpha", "attribute", "metric", "test", "temperatures", "n", "n_ref", "n_collapsed",
@@ -232,7 +252,7 @@ def _at_bound(claim: Claim, metric: str, ref: dict[int, float], role: str) -> st
     metric's bound in every seed, on the side the paper's effect would need."""
     bound, side, name = BOUNDS.get(metric, (math.nan, 0, ""))
     x = np.array([v for v in ref.values() if math.isfinite(v)])
-    if side != claim.direction or not len(x) or np.abs(x - bound).max() > AT_BOUND:
+    if side != claim.sign(metric) or not len(x) or np.abs(x - bound).max() > AT_BOUND:
         return ""
     return (f"the {ROLE_NAMES[role]}'s {metric} is {bound:.2f} in every seed (the metric's "
             f"{name}): no DS can be {'below' if side < 0 else 'above'} it")
@@ -241,7 +261,7 @@ def _at_bound(claim: Claim, metric: str, ref: dict[int, float], role: str) -> st
 def _paired(claim: Claim, t: PairTable, metric: str, attribute: str, v: Values,
             exps: list[Experiment]) -> dict[str, Any]:
     """C1, C2, C6: per seed, the mean of its DS runs minus its reference; t-test."""
-    ref = {s: y for s, y in v.by_seed(t.nds if claim.reference == "nds" else t.teacher,
+    ref = {s: y for s, y in v.by_seed(_reference_runs(t, claim.reference),
                                       metric, attribute).items() if math.isfinite(y)}
     if not ref:
         return {"verdict": "not run",
@@ -257,6 +277,11 @@ def _paired(claim: Claim, t: PairTable, metric: str, attribute: str, v: Values,
         out.update(verdict="not testable here", reason=why, statistic=math.nan,
                    pvalue=math.nan)
     return out
+
+
+def _reference_runs(t: PairTable, role: str) -> tuple[str, ...]:
+    """The runs of a pair table's reference ``role``: its NDS, teacher or controls."""
+    return {"nds": t.nds, "teacher": t.teacher, "control": t.control}[role]
 
 
 def _trend(metric: str, attribute: str, v: Values, exps: list[Experiment]) -> dict[str, Any]:
@@ -294,8 +319,10 @@ def _collapsed(claim: Claim, t: PairTable, metric: str, v: Values
     cells = [(f"DS T={x:g}", ("ds", t.student_arch, t.teacher_arch, x, t.alpha), kept.get(x, 0))
              for x in claim.temperatures]
     if role:
-        arch, runs = ((t.student_arch, t.nds) if role == "nds" else (t.teacher_arch, t.teacher))
-        cells.insert(0, (ROLE_NAMES[role], (role, arch, None, None, None), len(runs)))
+        arch = t.teacher_arch if role == "teacher" else t.student_arch
+        alpha = t.alpha if role == "control" else None
+        cells.insert(0, (ROLE_NAMES[role], (role, arch, None, None, alpha),
+                         len(_reference_runs(t, role))))
     lost = [(label, len(v.data.collapsed.get(model_key(t.dataset, t.study, *key), ())), n)
             for label, key, n in cells]
     bad = [f"{label} {k} of {k + n} seeds" for label, k, n in lost if k > MAX_COLLAPSED]
@@ -344,12 +371,26 @@ def _row(claim: Claim, experiment: tuple, attribute: str, metric: str, in_paper:
             "metric": metric, "test": claim.test, "in_paper": in_paper, **fields}
 
 
-def _attributes(claim: Claim, t: PairTable, v: Values) -> list[str]:
-    if not claim.fairness:
-        return [""]
-    ids = t.teacher + t.nds + tuple(r for e in t.experiments for r in e.ds)
+def _attributes(t: PairTable, v: Values) -> list[str]:
+    ids = t.teacher + t.nds + t.control + tuple(r for e in t.experiments for r in e.ds)
     return sorted(v.study_attributes.get((t.dataset, t.study), set()).union(
         *(v.attributes.get(r, set()) for r in ids)))
+
+
+def _cells(claim: Claim, t: PairTable, v: Values) -> list[tuple[str, str]]:
+    """(attribute, metric) of every row of the claim on a pair table: a fairness metric per
+    sensitive attribute, accuracy once (attribute "")."""
+    attrs = _attributes(t, v) if any(m in ("eod", "dpd") for m in claim.metrics) else []
+    return [(a, m) for m in claim.metrics if m not in ("eod", "dpd")
+            for a in [""]] + [(a, m) for a in attrs for m in claim.metrics if m in ("eod", "dpd")]
+
+
+def _applies(claim: Claim, t: PairTable, v: Values) -> bool:
+    """C9 is judged where the study has controls at the table's alpha (collapsed or not)."""
+    if claim.reference != "control":
+        return True
+    key = model_key(t.dataset, t.study, "control", t.student_arch, None, None, t.alpha)
+    return bool(t.control or v.data.collapsed.get(key))
 
 
 def _absent(claim: Claim, tables: list[PairTable], paper_attrs: dict[str, set[str]]
@@ -378,15 +419,14 @@ def judge(data: ClaimData) -> pd.DataFrame:
     tables = pair_tables(data.experiments)
     rows = []
     for claim in CLAIMS:
-        for t in tables:
+        for t in (t for t in tables if _applies(claim, t, v)):
             exp = (t.dataset, t.study, t.teacher_arch, t.student_arch, t.alpha)
             paper_exp = t.alpha == 0.8 and exp[:1] + exp[2:4] in claim.scope
-            for attribute in _attributes(claim, t, v):
+            for attribute, metric in _cells(claim, t, v):
                 in_paper = paper_exp and (not attribute
                                           or attribute in paper_attrs.get(t.dataset, ()))
-                for metric in claim.metrics:
-                    rows.append(_row(claim, exp, attribute, metric, in_paper,
-                                     _test(claim, t, metric, attribute, v)))
+                rows.append(_row(claim, exp, attribute, metric, in_paper,
+                                 _test(claim, t, metric, attribute, v)))
         rows += _absent(claim, tables, paper_attrs)
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in
                                         ("family", "family_size", "pvalue_holm",

@@ -1,11 +1,12 @@
 """What each of the paper's figures shows, as table-model figures (data, titles, labels).
 
 - ``*_significance.png`` (Figs. 3, 8): #SC and #TC vs T, and DS test accuracy (mean ± std)
-  vs T with the teacher's and the NDS's accuracy as horizontal reference lines.
+  vs T with the teacher's, the NDS's and (where the study has one) the control's accuracy
+  as horizontal reference lines.
 - ``*_class_accuracy.png`` (Fig. 1): DS class-wise test accuracy vs T, mean over seeds, one
   line per class (named), ``×`` where DS vs NDS is significant; only for <= 20 classes.
 - ``*_fairness_<attribute>.png`` (Figs. 4, 5, 9): EOD and DPD (%) vs T for the DS
-  (mean ± std), teacher and NDS as horizontal reference lines; beside them the paper's
+  (mean ± std), teacher, NDS and control as horizontal reference lines; beside them the paper's
   values where it has the cell (:mod:`kdray.analysis.paper_figure`).
 - ``*_disagreement.png`` (Fig. 2): teacher vs NDS / teacher vs DS heatmaps, diagonal
   excluded; only for <= 200 classes (a larger heatmap is unreadable; the CSV has it all).
@@ -25,6 +26,7 @@ from kdray.analysis.paper_figure import paper_overlay
 from kdray.analysis.statistics import Comparison
 
 MAX_CLASSES_FIG1 = 20
+CONTROL_COLOR = "tab:green"  # the control's reference line, apart from the NDS's
 MAX_CLASSES_HEATMAP = 200
 MAX_TICKS = 16  # temperatures labelled one by one up to this many
 MAX_CLASS_TICKS = 20
@@ -66,7 +68,9 @@ def _significance(t: PairTable, ix: StatsIndex, name: str, title: str, level: fl
     panel = Panel(ylabel=f"significant classes (p <= {level:g})", series=tuple(counts),
                   xticks=_ticks(temps), right_ylabel="test accuracy (%)", right_series=(ds,),
                   right_references=(Reference("teacher acc.", ix.accuracy(t.teacher)[0]),
-                                    Reference("NDS acc.", ix.accuracy(t.nds)[0], dashed=True)),
+                                    Reference("NDS acc.", ix.accuracy(t.nds)[0], dashed=True),
+                                    Reference("control acc.", ix.accuracy(t.control)[0],
+                                              dashed=True, color=CONTROL_COLOR)),
                   legend_outside=True)
     return LineFigure(name, title, (panel,), size=(7.5, 3.6))
 
@@ -102,10 +106,13 @@ def _fairness(t: PairTable, ix: StatsIndex, name: str, title: str) -> list[LineF
         for metric in ("eod", "dpd"):
             refs = []
             for role, arch, label in (("teacher", t.teacher_arch, "teacher"),
-                                      ("nds", t.student_arch, "NDS")):
-                ref = a[(a["role"] == role) & (a["arch"] == arch)]
+                                      ("nds", t.student_arch, "NDS"),
+                                      ("control", t.student_arch, "control")):
+                ref = a[(a["role"] == role) & (a["arch"] == arch)
+                        & ((a["alpha"] == t.alpha) if role == "control" else True)]
                 refs.append(Reference(label, float(ref[f"{metric}_mean"].iloc[0]) if len(ref)
-                                      else np.nan, dashed=role == "nds"))
+                                      else np.nan, dashed=role != "teacher",
+                                      color=CONTROL_COLOR if role == "control" else None))
             paper_series, paper_refs = paper_overlay(ix.stats.paper_comparison, t, attr, metric)
             panels.append(Panel(
                 ylabel=f"{metric.upper()} (%)", xticks=_ticks(x),

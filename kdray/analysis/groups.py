@@ -4,12 +4,15 @@ A distilled student (DS) run belongs to the experiment
 ``(dataset, study, teacher_arch, student_arch = arch, temperature, alpha)``. Its references:
 
 - NDS: the non-distilled student runs with the same dataset, study and ``arch``;
-- teacher: the teacher runs with the same dataset, study and ``arch == teacher_arch``.
+- teacher: the teacher runs with the same dataset, study and ``arch == teacher_arch``;
+- control: the control runs (the NDS at the step a DS at ``alpha`` gives its CE term) with
+  the same dataset, study, ``arch`` and ``alpha``.
 
 A *study* is the part of the spec that is neither the model nor the seed: every field of
 :class:`kdray.spec.RunSpec` except ``arch``, ``teacher_arch``, ``seed``, ``role``,
 ``temperature`` and ``alpha`` (:data:`STUDY_FIELDS`, derived from the dataclass, so a field
-added to RunSpec later is part of the study at once). Two runs of the same
+added to RunSpec later is part of the study at once); a control's lr and weight decay count
+as the NDS recipe's they derive from (:func:`kdray.spec.nds_step`). Two runs of the same
 dataset and architecture trained with different options or recipes (a one-epoch smoke test
 beside the full run) are different studies and are never compared. When no architecture of
 a dataset was trained in two studies (the usual case, even where different pairs have their
@@ -29,12 +32,12 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from kdray.spec import KD_FIELDS, ROLES, RunSpec
+from kdray.spec import KD_FIELDS, ROLES, RunSpec, nds_step
 
 # What names a model within a study; every other RunSpec field is the study.
 MODEL_FIELDS = ("arch", "teacher_arch", "seed", "role", "temperature", "alpha")
 STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in MODEL_FIELDS)
-ROLE_ORDER = {role: i for i, role in enumerate(ROLES)}  # teacher, NDS, DS: every table's order
+ROLE_ORDER = {role: i for i, role in enumerate(ROLES)}  # teacher, NDS, control, DS: tables' order
 # The two comparisons of a DS run (paper eq. 8): name, the reference role, and the label of
 # its count in the tables (#SC: significant classes against the NDS, #TC: the teacher)
 COMPARISONS = (("ds_vs_nds", "nds", "#SC"), ("ds_vs_teacher", "teacher", "#TC"))
@@ -50,8 +53,11 @@ def slug(*parts: object) -> str:
 def study_key(spec: Mapping[str, Any]) -> str:
     """Canonical JSON of the spec's study fields (:data:`STUDY_FIELDS`; a field missing from an
     older run.json counts as ``null``)."""
-    return json.dumps({f: spec.get(f) for f in STUDY_FIELDS}, sort_keys=True,
-                      separators=(",", ":"), default=str)
+    fields = {f: spec.get(f) for f in STUDY_FIELDS}
+    if spec.get("role") == "control" and None not in (fields["lr"], fields["weight_decay"]):
+        fields["lr"], fields["weight_decay"] = nds_step(fields["lr"], fields["weight_decay"],
+                                                        spec["alpha"])
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def share_references(runs: pd.DataFrame) -> pd.DataFrame:
@@ -130,6 +136,7 @@ class Experiment:
     ds: tuple[str, ...]
     nds: tuple[str, ...]
     teacher: tuple[str, ...]
+    control: tuple[str, ...] = ()
 
     @property
     def family(self) -> tuple[str, str, str, str]:
@@ -160,20 +167,23 @@ def experiments(runs: pd.DataFrame) -> list[Experiment]:
         same = (runs["dataset"] == dataset) & (runs["study"] == study)
         nds = runs[same & (runs["role"] == "nds") & (runs["arch"] == s_arch)]
         teacher = runs[same & (runs["role"] == "teacher") & (runs["arch"] == t_arch)]
+        control = runs[same & (runs["role"] == "control") & (runs["arch"] == s_arch)
+                       & (runs["alpha"] == alpha)]
         out.append(Experiment(dataset, study, t_arch, s_arch, float(temp), float(alpha),
-                              _sorted_ids(sub), _sorted_ids(nds), _sorted_ids(teacher)))
+                              _sorted_ids(sub), _sorted_ids(nds), _sorted_ids(teacher),
+                              _sorted_ids(control)))
     return sorted(out, key=lambda e: (e.family, e.alpha, e.temperature))
 
 
 def without(exps: list[Experiment], run_ids: set[str]) -> list[Experiment]:
-    """The experiments with ``run_ids`` (collapsed runs) left out of their DS, NDS and
-    teacher runs; an experiment whose every DS run is left out stays, with no DS runs, so
+    """The experiments with ``run_ids`` (collapsed runs) left out of their DS, NDS,
+    teacher and control runs; an experiment whose every DS run is left out stays, with no DS runs, so
     its row still shows (``n = 0 of 5``)."""
     def keep(ids: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(r for r in ids if r not in run_ids)
 
-    return [dataclasses.replace(e, ds=keep(e.ds), nds=keep(e.nds), teacher=keep(e.teacher))
-            for e in exps]
+    return [dataclasses.replace(e, ds=keep(e.ds), nds=keep(e.nds), teacher=keep(e.teacher),
+                                control=keep(e.control)) for e in exps]
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,11 @@ class PairTable:
     def nds(self) -> tuple[str, ...]:
         return self.experiments[0].nds
 
+    @property
+    def control(self) -> tuple[str, ...]:
+        """The controls at the table's alpha (none when the study trained none)."""
+        return self.experiments[0].control
+
 
 def pair_tables(exps: list[Experiment]) -> list[PairTable]:
     """The experiments grouped by pair and alpha (in the order of :func:`experiments`)."""
@@ -208,8 +223,8 @@ def pair_tables(exps: list[Experiment]) -> list[PairTable]:
 def model_key(dataset: str, study: str, role: str, arch: str, teacher_arch: Any,
               temperature: Any, alpha: Any) -> tuple:
     """The key of one model cell (its seeds vary): teacher and NDS have ``None`` for
-    ``teacher_arch``, ``temperature`` and ``alpha`` (NaN, None and "" alike); numbers are
-    floats."""
+    ``teacher_arch``, ``temperature`` and ``alpha``, a control for the first two (NaN, None
+    and "" alike); numbers are floats."""
     def part(x: Any) -> Any:
         if x is None or x == "" or (isinstance(x, float) and x != x):
             return None
@@ -219,8 +234,9 @@ def model_key(dataset: str, study: str, role: str, arch: str, teacher_arch: Any,
 
 
 def unreferenced(runs: pd.DataFrame, exps: list[Experiment]) -> pd.DataFrame:
-    """Teacher and NDS runs that no experiment compares with (listed, never dropped silently)."""
-    used = {r for e in exps for r in e.ds + e.nds + e.teacher}
+    """Teacher, NDS and control runs that no experiment compares with (listed, never dropped
+    silently)."""
+    used = {r for e in exps for r in e.ds + e.nds + e.teacher + e.control}
     return runs[~runs["run_id"].isin(used)]
 
 

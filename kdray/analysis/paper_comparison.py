@@ -6,6 +6,8 @@ cell is matched to kdray's models by name:
 
 - teacher: the study's teacher runs of ``arch == teacher_arch``; NDS: its NDS runs of
   ``arch == student_arch``; DS: the experiment (teacher_arch, student_arch, T, alpha);
+- beside each NDS cell, one row per alpha at which the study trained controls (role
+  ``control``, kdray's own: no paper number, ``paper_mean`` NaN);
 - ``test_accuracy``: mean and sample std over the seeds (%); ``eod``/``dpd``: fairness.csv's
   mean and std (%), with the mean half-width of the runs' bootstrap 95% intervals; ``n_sc``
   and ``n_tc``: significance.csv's #SC (DS vs NDS) and #TC (DS vs teacher) at the analysis
@@ -40,6 +42,10 @@ COLUMNS = ["dataset", "study", "teacher_arch", "student_arch", "role", "temperat
            "kdray_n_collapsed", "kdray_ci95_halfwidth", "paper_mean", "paper_std", "difference",
            "tables", "recipe", "notes"]
 SIGNIFICANCE = {"n_sc": "ds_vs_nds", "n_tc": "ds_vs_teacher"}
+# a control's row beside the paper's NDS cell: kdray's own model, no paper number
+CONTROL_CELL = {"role": "control", "paper_mean": math.nan, "paper_std": math.nan,
+                "notes": "kdray's control: the NDS at lr x (1 - alpha), weight decay / "
+                         "(1 - alpha); the paper has none"}
 PAPER_RECIPE = "kdray's paper recipe"
 
 
@@ -111,6 +117,19 @@ def recipe_differences(study_key: str, dataset: str, arch: str) -> str:
     return ", ".join(parts) if parts else PAPER_RECIPE
 
 
+def _kdray(cell: dict[str, Any], v: dict[str, Any]) -> dict[str, Any]:
+    """A row of paper_comparison.csv: the cell with kdray's value ``v`` (``_StoreCells.value``)."""
+    return {**cell, "status": v["status"], **{f"kdray_{k}": v[k] for k in (
+        "mean", "std", "n", "n_collapsed", "ci95_halfwidth") if k in v}}
+
+
+def _control_alphas(runs: pd.DataFrame) -> dict[tuple[str, str, str], list[float]]:
+    """(dataset, study, arch) -> the alphas of the study's controls (collapsed ones too)."""
+    c = runs[runs["role"] == "control"]
+    return {k: sorted(set(sub["alpha"].astype(float)))
+            for k, sub in c.groupby(["dataset", "study", "arch"], sort=True)}
+
+
 def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFrame,
             collapsed: dict[tuple, tuple[int, ...]] | None = None) -> pd.DataFrame:
     """``paper_comparison.csv``: every cell of the paper, per study of its dataset (see the
@@ -126,6 +145,7 @@ def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFra
     by_dataset = {d: list(sub.itertuples(index=False)) for d, sub in studies.groupby("dataset")}
     arch_keys = {(r.dataset, r.study, r.arch): r.study_key for r in runs.itertuples()}
     recipes: dict[tuple, str] = {}
+    controls = _control_alphas(runs)
     rows = []
     for c in cells.itertuples(index=False):
         paper = {"paper_mean": c.mean, "paper_std": c.std, "tables": c.tables, "notes": c.notes}
@@ -135,18 +155,18 @@ def compare(runs: pd.DataFrame, fairness: pd.DataFrame, significance: pd.DataFra
                 rows.append({**base, "study": "", "status": "not run", **paper})
                 continue
             arch = c.teacher_arch if c.role == "teacher" else c.student_arch
-            model = _model(c.dataset, s.study, c.role, arch,
-                           c.teacher_arch if c.role == "ds" else None, c.temperature, c.alpha)
-            v = store.value(model, c.metric, c.attribute)
             own = arch_keys.get((c.dataset, s.study, arch),
                                 arch_keys.get((c.dataset, s.study, c.student_arch), s.study_key))
             key = (own, c.dataset, c.student_arch)
             if key not in recipes:
                 recipes[key] = recipe_differences(*key)
-            rows.append({**base, "study": s.study, "status": v["status"],
-                         **{f"kdray_{k}": v[k] for k in ("mean", "std", "n", "n_collapsed",
-                                                         "ci95_halfwidth") if k in v},
-                         **paper, "recipe": recipes[key]})
+            cell = {**base, "study": s.study, **paper, "recipe": recipes[key]}
+            rows.append(_kdray(cell, store.value(_model(
+                c.dataset, s.study, c.role, arch, c.teacher_arch if c.role == "ds" else None,
+                c.temperature, c.alpha), c.metric, c.attribute)))
+            for a in controls.get((c.dataset, s.study, arch), []) if c.role == "nds" else []:
+                rows.append(_kdray({**cell, **CONTROL_CELL, "alpha": a}, store.value(_model(
+                    c.dataset, s.study, "control", arch, None, None, a), c.metric, c.attribute)))
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["difference"] = out["kdray_mean"] - out["paper_mean"]
     return out

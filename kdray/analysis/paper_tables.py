@@ -20,9 +20,10 @@ import math
 
 import pandas as pd
 
-from kdray.analysis.claim_tables import claim_blocks, shape_table, tally_lines, verdict_rows
+from kdray.analysis.claim_tables import (claim_blocks, control_lines, shape_table, tally_lines,
+                                        verdict_rows)
 from kdray.analysis.claims import VERDICTS
-from kdray.analysis.groups import slug, study_name
+from kdray.analysis.groups import ROLE_ORDER, slug, study_name
 from kdray.analysis.model import Block, Report, Table, Text
 from kdray.analysis.paper_results import paper_results
 from kdray.analysis.statistics import Statistics
@@ -31,7 +32,7 @@ from kdray.analysis.tables import DASH, collapsed_blocks, pm, seeds_text
 PAGE = "paper_comparison.md"
 METRIC_LABELS = {"test_accuracy": "Test Acc. (%)", "n_sc": "#SC", "n_tc": "#TC",
                  "eod": "EOD {} (%)", "dpd": "DPD {} (%)"}
-ROLE_LABELS = {"teacher": "Teacher", "nds": "NDS", "ds": "DS"}
+ROLE_LABELS = {"teacher": "Teacher", "nds": "NDS", "control": "Control", "ds": "DS"}
 CELL = ["dataset", "teacher_arch", "student_arch", "role", "temperature", "alpha", "metric",
         "attribute"]
 
@@ -68,8 +69,7 @@ def table_counts(comparison: pd.DataFrame) -> pd.DataFrame:
 def _block(sub: pd.DataFrame) -> pd.DataFrame:
     """One (dataset, study, pair)'s compared cells as a paper-style table: kdray | paper."""
     columns = list(dict.fromkeys(zip(sub["metric"], sub["attribute"])))
-    order = {"teacher": 0, "nds": 1, "ds": 2}
-    models = sub.assign(_r=sub["role"].map(order), _a=sub["alpha"].fillna(-1),
+    models = sub.assign(_r=sub["role"].map(ROLE_ORDER), _a=sub["alpha"].fillna(-1),
                         _t=sub["temperature"].fillna(-1))
     rows = []
     for (_, _, _, role), model in models.groupby(["_r", "_a", "_t", "role"], sort=True):
@@ -128,6 +128,8 @@ def _epilogue(stats: Statistics, counts: pd.DataFrame, collapsed: list[str]) -> 
     verdicts = verdict_rows(claims)
     if len(verdicts):
         out.append(Table("paper/verdicts", "Verdicts", verdicts))
+    if control_lines(claims):
+        out.append(Text(("", "The DS beside its matched control (C9):", *control_lines(claims))))
     shape = shape_table(stats.trend_shapes, claims, "paper/trend_shapes")
     if shape is not None:
         out += [Text(("", "The trends per T (mean over seeds [95% CI]):", "")), shape]

@@ -227,7 +227,7 @@ def read_store(store: Store, backend: str = "fairlearn", progress: bool = False
                      "role": spec["role"], "arch": spec["arch"],
                      "teacher_arch": spec.get("teacher_arch") if ds_only else None,
                      "temperature": float(spec["temperature"]) if ds_only else np.nan,
-                     "alpha": float(spec["alpha"]) if ds_only else np.nan,
+                     "alpha": float(spec["alpha"]) if spec.get("alpha") is not None else np.nan,
                      "seed": int(spec["seed"]), "n_test": s["n_rows"],
                      "test_accuracy": float(acc),
                      "attributes": ",".join(f["attribute"] for f in s["fairness"]),

@@ -2,8 +2,9 @@
 
 Every table, title and label of the analysis is made here, once; the renderers only render.
 
-- Per teacher/student pair and alpha (Tables 1, 5, 6, 7): rows Teacher, NDS, then DS at each
-  T; columns Test Acc. (%) mean ± std over seeds, #SC (DS vs NDS) and #TC (DS vs teacher)
+- Per teacher/student pair and alpha (Tables 1, 5, 6, 7): rows Teacher, NDS, Control (the
+  NDS at the step a DS at that alpha gives its CE term, where the study trained one), then
+  DS at each T; columns Test Acc. (%) mean ± std over seeds, #SC (DS vs NDS) and #TC (DS vs teacher)
   significant classes at the chosen level, the same counts after Benjamini-Hochberg, and
   the number of seeds; then the significant classes by name. For datasets with sensitive
   attributes (Tables 2, 3, 8, 9): the same rows with Test Acc., EOD and DPD per attribute
@@ -83,11 +84,22 @@ def _listing(names: list[str]) -> str:
 def _seeds(t: PairTable, ix: StatsIndex, role: str, n: int, temperature: float | None = None
            ) -> str:
     """:func:`seeds_text` of one model of the pair table."""
+    return seeds_text(n, len(_collapsed(t, ix, role, temperature)))
+
+
+def _collapsed(t: PairTable, ix: StatsIndex, role: str, temperature: float | None = None
+               ) -> tuple[int, ...]:
+    """The seeds whose run of one model of the pair table collapsed."""
     arch = t.teacher_arch if role == "teacher" else t.student_arch
     ds = role == "ds"
     key = model_key(t.dataset, t.study, role, arch, t.teacher_arch if ds else None,
-                    temperature, t.alpha if ds else None)
-    return seeds_text(n, len(ix.stats.collapsed_seeds.get(key, ())))
+                    temperature, t.alpha if role in ("ds", "control") else None)
+    return ix.stats.collapsed_seeds.get(key, ())
+
+
+def has_control(t: PairTable, ix: StatsIndex) -> bool:
+    """The study trained controls at the table's alpha (some may have collapsed)."""
+    return bool(t.control or _collapsed(t, ix, "control"))
 
 
 def _significance_table(t: PairTable, ix: StatsIndex, title: str) -> Table:
@@ -95,6 +107,10 @@ def _significance_table(t: PairTable, ix: StatsIndex, title: str) -> Table:
     rows = [["Teacher", DASH, pm(*t_acc[:2]), DASH, DASH, DASH, DASH,
              _seeds(t, ix, "teacher", t_acc[2])],
             ["NDS", DASH, pm(*n_acc[:2]), DASH, DASH, DASH, DASH, _seeds(t, ix, "nds", n_acc[2])]]
+    if has_control(t, ix):
+        c_acc = ix.accuracy(t.control)
+        rows.append(["Control", DASH, pm(*c_acc[:2]), DASH, DASH, DASH, DASH,
+                     _seeds(t, ix, "control", c_acc[2])])
     for e in t.experiments:
         cell = {c: ix.n_significant(e, c) for c, _, _ in COMPARISONS}
         sc, tc = ((str(n[0]), str(n[1])) if n else ("n/a", "n/a")
@@ -134,6 +150,8 @@ def _fairness_blocks(t: PairTable, ix: StatsIndex, names: Names, title: str) -> 
 
     def pick(role: str, arch: str, temp: float | None) -> pd.DataFrame:
         m = (sub["role"] == role) & (sub["arch"] == arch)
+        if role == "control":
+            m &= sub["alpha"] == t.alpha
         if role == "ds":
             m &= ((sub["teacher_arch"] == t.teacher_arch) & (sub["temperature"] == temp)
                   & (sub["alpha"] == t.alpha))
@@ -152,6 +170,8 @@ def _fairness_blocks(t: PairTable, ix: StatsIndex, names: Names, title: str) -> 
 
     rows = [row("Teacher", DASH, pick("teacher", t.teacher_arch, None)),
             row("NDS", DASH, pick("nds", t.student_arch, None))]
+    if has_control(t, ix):
+        rows.append(row("Control", DASH, pick("control", t.student_arch, None)))
     rows += [row("DS", f"{e.temperature:g}", pick("ds", t.student_arch, e.temperature))
              for e in t.experiments]
     header = ["Model", "Temp", "Test Acc. (%)"] + [f"{m} {a} (%)" for a in attrs

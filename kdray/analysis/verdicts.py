@@ -85,10 +85,11 @@ def verdict(effect: float, p_holm: float, direction: int) -> tuple[str, str]:
     return "inconclusive", f"p Holm > {LEVEL:g}"
 
 
-def decide(rows: pd.DataFrame, directions: dict[str, int]) -> pd.DataFrame:
+def decide(rows: pd.DataFrame, directions: dict[str | tuple[str, str], int]) -> pd.DataFrame:
     """``rows`` (the claims' rows; ``verdict`` :data:`UNDECIDED` where the correction
     decides) with ``family``, ``family_size``, ``pvalue_holm``, the verdicts and
-    ``seeds_for_power`` filled in; ``directions``: claim id -> the paper's sign."""
+    ``seeds_for_power`` filled in; ``directions``: (claim id, metric), or a claim id for
+    all its metrics, -> the paper's sign."""
     rows = rows.copy()
     rows["family"] = np.where(rows["in_paper"].astype(bool), FAMILIES[0], FAMILIES[1])
     tested = np.isfinite(rows["pvalue"].astype(float)) & (rows["reason"] != "not in the store")
@@ -100,8 +101,10 @@ def decide(rows: pd.DataFrame, directions: dict[str, int]) -> pd.DataFrame:
         if members:
             rows.loc[members, "pvalue_holm"] = holm(rows.loc[members, "pvalue"].to_numpy(float))
     for i in rows.index[rows["verdict"] == UNDECIDED]:
-        v, why = verdict(rows.at[i, "effect"], rows.at[i, "pvalue_holm"],
-                         directions[rows.at[i, "claim"]])
+        claim = rows.at[i, "claim"]
+        sign = directions.get((claim, rows.at[i, "metric"] if "metric" in rows else None),
+                              directions.get(claim))
+        v, why = verdict(rows.at[i, "effect"], rows.at[i, "pvalue_holm"], sign)
         note = rows.at[i, "reason"] if isinstance(rows.at[i, "reason"], str) else ""
         rows.loc[i, ["verdict", "reason"]] = v, "; ".join(x for x in (note, why) if x)
     rows["seeds_for_power"] = [

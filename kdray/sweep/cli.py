@@ -48,6 +48,9 @@ def parser(description: str, default_store: str = "./results") -> argparse.Argum
     p.add_argument("--alphas", nargs="+", type=float, metavar="A", help="replace the alpha axis")
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="replace the seed axis")
     p.add_argument("--epochs", type=int, help="override every run's epochs (milestones scale)")
+    p.add_argument("--controls", action=argparse.BooleanOptionalAction, default=None,
+                   help="train (or not) each NDS's matched control at every alpha: the NDS at "
+                        "lr x (1 - alpha), weight decay / (1 - alpha) (default: the script's)")
     p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"],
                    help="default: $WANDB_MODE, else online with an API key, offline without")
     p.add_argument("--wandb-project", default="kdray")
@@ -151,7 +154,7 @@ def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
         from kdray.models import MODELS
         resources = {a: {"cpu": 1, **resources.get(a, {})} for a in MODELS}
     exps = narrow(exps, datasets=args.datasets, temperatures=args.temperatures,
-                  alphas=args.alphas, seeds=args.seeds,
+                  alphas=args.alphas, seeds=args.seeds, controls=args.controls,
                   recipe={"epochs": args.epochs} if args.epochs is not None else None)
     options = SweepOptions(resources=resources, cohort_sizes=cohort_sizes, cadence=cadence,
                            max_failures=args.max_failures, max_concurrent=args.max_concurrent,

@@ -140,8 +140,7 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
     report = _first_report(status)
     stage1 = [s for s in plan.stage1 if not status[s.run_id].complete]
     pending2 = [s for s in plan.stage2 if not status[s.run_id].complete]
-    print(f"plan: {len(plan)} runs ({len(plan.teachers)} teachers, {len(plan.nds)} NDS, "
-          f"{len(plan.ds)} DS); {len(report.skipped)} complete in {store}")
+    print(f"plan: {plan.counts()}; {len(report.skipped)} complete in {store}")
     if stage1 or pending2:
         # downloadable datasets go into {store}/datasets once, here; no node downloads them
         report.not_launched.update(stage_datasets(stage1 + pending2, store, options.data_dir))
@@ -153,7 +152,7 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
         with _environ(_driver_environment(options)), Owner(store) as owner:
             print(f"driver {owner.id}: {owner.host}, pid {owner.pid}")  # one trainer per run
             stage1 = _claim(owner, stage1, report)
-            print(f"stage 1: {len(stage1)} teacher/NDS runs to train")
+            print(f"stage 1: {len(stage1)} teacher/NDS/control runs to train")
             report.add(_run_stage("stage1", stage1, store, plan, options, place, owner.id))
             stage2 = _claim(owner, _with_teachers(pending2, store, report), report)
             print(f"stage 2: {len(stage2)} DS runs to train")

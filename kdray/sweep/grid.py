@@ -6,6 +6,9 @@ stages, without duplicates:
 
 - teachers: one per (dataset, teacher arch, seed), stage 1;
 - NDS: one per (dataset, student arch, seed), stage 1;
+- controls (``Experiment(controls=True)``): one per (dataset, student arch, seed, alpha),
+  stage 1: the NDS trained at the step a DS at that alpha gives its CE term
+  (``RunSpec.control_spec``); they need no teacher;
 - DS: one per (dataset, pair, T, alpha, seed), stage 2, distilling from teacher seed k
   for DS seed k (``RunSpec.teacher_spec``).
 
@@ -25,7 +28,8 @@ from kdray.spec import RunSpec
 @dataclass(frozen=True)
 class Experiment:
     """One block of a study. ``recipe`` overrides RunSpec recipe fields (e.g. ``epochs``);
-    ``data`` sets dataset options for every dataset of the block (e.g. ``image_size``)."""
+    ``data`` sets dataset options for every dataset of the block (e.g. ``image_size``);
+    ``controls``: train each NDS's matched control at every alpha too."""
 
     name: str
     datasets: tuple[str, ...]
@@ -35,6 +39,7 @@ class Experiment:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     recipe: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
+    controls: bool = False
 
     def __post_init__(self) -> None:
         for key in ("datasets", "pairs", "temperatures", "alphas", "seeds"):
@@ -79,7 +84,9 @@ def validate(exp: Experiment) -> None:
     for d in exp.datasets:
         for t, s in exp.pairs:
             try:
-                _spec(exp, d, "ds", s, exp.seeds[0], t, exp.temperatures[0], exp.alphas[0])
+                ds = _spec(exp, d, "ds", s, exp.seeds[0], t, exp.temperatures[0], exp.alphas[0])
+                for alpha in exp.alphas if exp.controls else ():
+                    ds.control_spec(float(alpha))  # alpha 1: no control (lr x 0)
             except ValueError as e:
                 raise ValueError(f"{exp.name}: {e}") from None
 
@@ -98,12 +105,13 @@ class Plan:
     teachers: list[RunSpec] = field(default_factory=list)
     nds: list[RunSpec] = field(default_factory=list)
     ds: list[RunSpec] = field(default_factory=list)
+    controls: list[RunSpec] = field(default_factory=list)
     experiment: dict[str, str] = field(default_factory=dict)  # run_id -> experiment name
     group: dict[str, str] = field(default_factory=dict)  # run_id -> W&B group
 
     @property
     def stage1(self) -> list[RunSpec]:
-        return self.teachers + self.nds
+        return self.teachers + self.nds + self.controls
 
     @property
     def stage2(self) -> list[RunSpec]:
@@ -111,10 +119,15 @@ class Plan:
 
     @property
     def all(self) -> list[RunSpec]:
-        return self.teachers + self.nds + self.ds
+        return self.stage1 + self.stage2
 
     def __len__(self) -> int:
-        return len(self.teachers) + len(self.nds) + len(self.ds)
+        return len(self.all)
+
+    def counts(self) -> str:
+        """``"60 runs (5 teachers, 5 NDS, 0 controls, 50 DS)"``."""
+        return (f"{len(self)} runs ({len(self.teachers)} teachers, {len(self.nds)} NDS, "
+                f"{len(self.controls)} controls, {len(self.ds)} DS)")
 
 
 def expand(experiments: Iterable[Experiment]) -> Plan:
@@ -145,7 +158,10 @@ def expand(experiments: Iterable[Experiment]) -> Plan:
                             ds = _spec(exp, dataset, "ds", student_arch, seed, teacher_arch,
                                        float(temperature), float(alpha))
                             add(plan.teachers, ds.teacher_spec(), exp, group)
-                            add(plan.nds, _spec(exp, dataset, "nds", student_arch, seed), exp, group)
+                            nds = _spec(exp, dataset, "nds", student_arch, seed)
+                            add(plan.nds, nds, exp, group)
+                            if exp.controls:
+                                add(plan.controls, nds.control_spec(float(alpha)), exp, group)
                             add(plan.ds, ds, exp, group)
     return plan
 
@@ -153,14 +169,16 @@ def expand(experiments: Iterable[Experiment]) -> Plan:
 def narrow(experiments: Sequence[Experiment], *, datasets: Sequence[str] | None = None,
            temperatures: Sequence[float] | None = None, alphas: Sequence[float] | None = None,
            seeds: Sequence[int] | None = None, recipe: Mapping[str, Any] | None = None,
-           data: Mapping[str, Mapping[str, Any]] | None = None) -> list[Experiment]:
+           data: Mapping[str, Mapping[str, Any]] | None = None,
+           controls: bool | None = None) -> list[Experiment]:
     """Apply command-line filters and overrides.
 
     ``datasets`` keeps only those datasets (each must appear in some experiment);
     ``temperatures``/``alphas``/``seeds`` replace those axes everywhere (so
     ``temperatures=[20, 30, 40]`` extends a finished study to new temperatures: teachers
     and NDS keep their run_ids and are reused). ``recipe`` updates every experiment's recipe
-    and ``data`` maps a dataset name to options for it.
+    and ``data`` maps a dataset name to options for it. ``controls`` (when not None) turns
+    every experiment's controls on or off.
     """
     known = sorted({d for e in experiments for d in e.datasets})
     for d in datasets or ():
@@ -182,6 +200,8 @@ def narrow(experiments: Sequence[Experiment], *, datasets: Sequence[str] | None 
             changes["seeds"] = tuple(seeds)
         if recipe:
             changes["recipe"] = {**exp.recipe, **recipe}
+        if controls is not None:
+            changes["controls"] = bool(controls)
         ds_names = changes.get("datasets", exp.datasets)
         per_dataset = [dict((data or {}).get(d, {})) for d in ds_names]
         if any(per_dataset):

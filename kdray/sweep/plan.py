@@ -153,7 +153,7 @@ def format_plan(plan: Plan, status: dict[str, RunStatus],
             row[3] += 1
             row[4] += cohort_gpu_hours(cohort)
     width = max([len(e) for e, _ in rows] + [10])
-    lines = [f"{'experiment':<{width}}  stage   runs  complete  to run  trials  "
+    lines = [f"plan: {plan.counts()}", f"{'experiment':<{width}}  stage   runs  complete  to run  trials  "
              f"GPU-hours (est.)  one run per trial"]
     total = [0, 0, 0, 0, 0.0, 0.0]
     for (exp, stage), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):

@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", nargs="+", metavar="FILE",
                    help="JSON files with a RunSpec (or a run.json); several make a cohort")
     p.add_argument("--dataset")
-    p.add_argument("--role", choices=["teacher", "nds", "ds"])
+    p.add_argument("--role", choices=["teacher", "nds", "control", "ds"])
     p.add_argument("--arch")
     p.add_argument("--seed", type=int)
     p.add_argument("--teacher-arch", dest="teacher_arch")
