@@ -9,8 +9,8 @@ every epoch, and how much it changed over the last 20 % of the epochs.
 
 The paper's recipe (kdray's defaults for ResNet-20 and LeNet-5 on Trifeature: SGD lr 0.1,
 weight decay 1e-3, batch 64, crop + flip, lr / 10 at 30/60/90 % of the epochs) at the image
-size, data size and epochs given, on the CPU without Ray. ``sweeps/trifeature_paper.py`` says
-how its recipe was chosen with it. One JSON line per epoch, then a summary line.
+size, data size and epochs given, on the CPU without Ray. docs/recipes.md says how
+``sweeps/trifeature_paper.py``'s recipe was chosen with it. One JSON line per epoch, then a summary line.
 
 Each epoch's line also says whether the network still computes anything: ``logit_spread``,
 the standard deviation of its logits over the test images (mean over classes; 0 when it

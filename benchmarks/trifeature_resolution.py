@@ -17,7 +17,7 @@ prints per texture:
   224 px (1.00: the pattern is intact; 0.00: a flat tone).
 
 No training: this is why a label that is a texture needs larger images than one that is a
-shape (``sweeps/trifeature_paper.py`` has the probes).
+shape (docs/recipes.md has the probes).
 """
 
 from __future__ import annotations
