@@ -5,13 +5,16 @@
     python sweeps/full_paper.py --smoke-test     # the same path on CPU, tiny data
 
 The paper's tables (kdray/sweep/paper.py); complete runs are skipped, so --temperatures or
---seeds extend a finished study; then the analysis's tables ({store}/analysis/).
+--seeds extend a finished study; then the analysis's tables ({store}/analysis/). Every
+flag and KDRAY_* variable: docs/cli.md.
 """
 
 import sys
 
-from kdray.sweep.cli import sweep_main
+from kdray.sweep.cli import Script
 from kdray.sweep.paper import EXPERIMENTS
 
+SCRIPT = Script("sweeps/full_paper.py", EXPERIMENTS, description=__doc__)
+
 if __name__ == "__main__":
-    sys.exit(sweep_main(EXPERIMENTS, description=__doc__))
+    sys.exit(SCRIPT.main())

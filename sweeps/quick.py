@@ -5,12 +5,13 @@
     python sweeps/quick.py --dry-run                 # the plan; nothing trains
 
 5 teachers, 5 NDS, 15 DS (T = 1, 2, 4; alpha 0.8) for 5 epochs on a local Ray, then the
-analysis's tables; complete runs are skipped. The recipe: docs/recipes.md.
+analysis's tables; complete runs are skipped. The recipe: docs/recipes.md; every flag and
+KDRAY_* variable: docs/cli.md.
 """
 
 import sys
 
-from kdray.sweep.cli import sweep_main
+from kdray.sweep.cli import Script
 from kdray.sweep.grid import Experiment
 
 EXPERIMENTS = [
@@ -31,5 +32,7 @@ EXPERIMENTS = [
     ),
 ]
 
+SCRIPT = Script("sweeps/quick.py", EXPERIMENTS, description=__doc__)
+
 if __name__ == "__main__":
-    sys.exit(sweep_main(EXPERIMENTS, description=__doc__))
+    sys.exit(SCRIPT.main())

@@ -6,12 +6,12 @@
 
 ResNet-20 -> LeNet-5, T = 1..10, alpha 0.8, 5 seeds; the tables, the paper's numbers beside
 kdray's, its claims judged (docs/claims.md). The recipe (the paper's at 24 px) and how it was
-chosen: docs/recipes.md.
+chosen: docs/recipes.md; every flag and KDRAY_* variable: docs/cli.md.
 """
 
 import sys
 
-from kdray.sweep.cli import sweep_main
+from kdray.sweep.cli import Script
 from kdray.sweep.grid import Experiment
 
 DATA = {"image_size": 24, "per_combination": 33, "test_per_combination": 30}
@@ -29,5 +29,8 @@ EXPERIMENTS = [
     ),
 ]
 
+SCRIPT = Script("sweeps/trifeature_paper.py", EXPERIMENTS, description=__doc__,
+                default_datasets=("trifeature-shape",))
+
 if __name__ == "__main__":
-    sys.exit(sweep_main(EXPERIMENTS, description=__doc__, default_datasets=("trifeature-shape",)))
+    sys.exit(SCRIPT.main())
