@@ -187,10 +187,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = parser().parse_args()
+    p = parser()
+    args = p.parse_args()
     if args.trials < 1 or args.epochs < 1 or args.epoch_seconds < 0:
-        sys.exit(f"--trials {args.trials}, --epochs {args.epochs}, --epoch-seconds "
-                 f"{args.epoch_seconds}: expected >= 1, >= 1, >= 0")
+        p.error(f"--trials {args.trials}, --epochs {args.epochs}, --epoch-seconds "
+                f"{args.epoch_seconds}: expected >= 1, >= 1, >= 0")
     if args.drive:
         print("RESULT " + json.dumps(drive(args)), flush=True)
         return 0

@@ -143,8 +143,40 @@ def _run(args, cwd):
                           cwd=cwd, env=env)
 
 
+def test_the_analysis_of_a_sweep_exits_2_on_bad_input_as_the_analysis_does(tmp_path, capsys):
+    """An empty store: 2 and one line from ``python -m kdray.analysis`` and from the analysis
+    at the end of a sweep (it was 1 there)."""
+    from kdray.store import Store
+    from kdray.sweep.cli import analyse
+    from kdray.tracking import WandbConfig
+
+    (tmp_path / "store").mkdir()
+    out = _run(["-m", "kdray.analysis", "--store", str(tmp_path / "store")], tmp_path)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    capsys.readouterr()
+    code = analyse(Store(str(tmp_path / "store")), 0.05, WandbConfig(mode="disabled"), cached=False)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("analysis: error: ") and "Traceback" not in err
+
+
 def test_the_analysis_reads_results_by_default(tmp_path):
     out = _run(["-m", "kdray.analysis"], tmp_path)
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("analysis: error: store: ") and "results" in out.stderr
     assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize("flag", [["--nodes", "0"], ["--nodes", "2", "--timeout", "0"]])
+def test_preflight_exits_2_on_a_bad_flag(flag, capsys):
+    from kdray.sweep import preflight
+
+    assert preflight.main(flag) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{flag[-2]}: 0" in err, err
+
+
+def test_a_bad_benchmark_flag_exits_2_not_1(tmp_path):
+    out = _run([str(ROOT / "benchmarks" / "cluster_scale.py"), "--trials", "0"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "--trials 0" in out.stderr and "Traceback" not in out.stderr

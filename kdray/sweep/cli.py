@@ -4,8 +4,8 @@ A sweep script names its experiments in a :class:`Script` and calls its ``main``
 module gives it the common flags (``--store``, ``--dry-run``, ``--smoke-test``, axis filters and overrides, W&B,
 resources), checks them and the store (``kdray/store_check.py``) before any work, runs the
 two stages on Ray Tune, then the analysis job on the store (unless another driver still
-trains some of its runs), prints the tables, and exits non-zero if any run failed or was not
-launched.
+trains some of its runs), prints the tables, and exits 1 if any run failed or was not
+launched, 2 on bad input (a flag, the store, the analysis's input) with a one-line message.
 """
 
 from __future__ import annotations
@@ -232,7 +232,9 @@ def dry_run(plan, store: Store, cohort_sizes, path: str) -> int:
 
 def analyse(store: Store, level: float, wandb, cached: bool) -> int:
     """The analysis job on the store (``kdray/analysis/``): its tables printed; with ``cached``
-    (nothing ran), the last analysis's tables when no run changed since. 1 on an error."""
+    (nothing ran), the last analysis's tables when no run changed since. 2 on bad input (an
+    empty store, runs of one study that do not agree), with one line, as
+    ``python -m kdray.analysis`` exits."""
     from kdray import analysis
     from kdray.sweep.progress import quiet_ray_hints
 
@@ -247,7 +249,7 @@ def analyse(store: Store, level: float, wandb, cached: bool) -> int:
         result = analysis.run(store.uri, level=level, wandb_mode=wandb.mode,
                               wandb_project=wandb.project, wandb_dir=wandb.dir)
     except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
-        print(f"analysis: error: {e}", file=sys.stderr)
-        return 1
+        print(f"analysis: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     result.print()
     return 0

@@ -170,8 +170,12 @@ input."""
 def main(argv: list[str] | None = None) -> int:
     """``python -m kdray.sweep.preflight --nodes N``: wait until the Ray cluster at
     ``$RAY_ADDRESS`` has N nodes alive and print them (``cluster/slurm.sbatch``, before it runs
-    the sweep script); exit 1 with the nodes that joined when they are not."""
+    the sweep script); exit 1 with the nodes that joined when they are not, 2 on a bad flag."""
     args = parser().parse_args(argv)
+    if args.nodes < 1 or not args.timeout > 0:
+        flag, value = ("--nodes", args.nodes) if args.nodes < 1 else ("--timeout", args.timeout)
+        print(f"kdray.sweep.preflight: error: {flag}: {value} is not > 0", file=sys.stderr)
+        return 2
     job = os.environ.get("SLURM_JOB_ID")
     whose = f"the Ray nodes of SLURM job {job}" if job else "the Ray nodes started for it"
     try:
