@@ -1,5 +1,8 @@
 """Time the analysis job on an ImageNet-sized synthetic store.
 
+    python benchmarks/analysis_scale.py                          # full size
+    python benchmarks/analysis_scale.py --classes 100 --samples 10000 --seeds 0 1 2
+
 Defaults: 1000 classes x 50,000 test samples x 140 runs = 7M prediction rows
 (5 seeds x (teacher + NDS + DS at 13 temperatures x 2 alphas)), the shape of the paper's
 ImageNet ResNet-50/ResNet-18 experiment (Tables 1, 6). Writes the store (real format, via
@@ -9,9 +12,6 @@ raylet + Ray workers, from /proc; less sensitive than wall time to other work on
 machine), the driver's peak RSS (getrusage) and the peak RSS summed over the process tree
 (sampled from /proc every 0.2 s; shared object-store pages are counted once per process that
 touched them, so it over-counts).
-
-    python benchmarks/analysis_scale.py                          # full size
-    python benchmarks/analysis_scale.py --classes 100 --samples 10000 --seeds 3
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ADDRESS", "local")  # a fresh local Ray, never a cluster on the machine
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.store import Store, predictions_table  # noqa: E402
 
 RECIPE = dict(epochs=100, batch_size=512, optimizer="sgd", lr=0.1, momentum=0.9,
@@ -39,7 +40,7 @@ RECIPE = dict(epochs=100, batch_size=512, optimizer="sgd", lr=0.1, momentum=0.9,
               pretrained=False)
 
 
-def write_store(root: str, classes: int, samples: int, seeds: int, temperatures: list[float],
+def write_store(root: str, classes: int, samples: int, seeds: list[int], temperatures: list[float],
                 alphas: list[float]) -> int:
     """A synthetic study; returns the number of runs written."""
     store = Store(root)
@@ -47,7 +48,7 @@ def write_store(root: str, classes: int, samples: int, seeds: int, temperatures:
     label = rng.permutation(np.arange(samples) % classes)  # balanced, in no particular order
     base = rng.uniform(0.5, 0.9, classes)  # per-class difficulty, shared by every model
     specs = []
-    for s in range(seeds):
+    for s in seeds:
         specs.append(dict(role="teacher", arch="resnet50", seed=s))
         specs.append(dict(role="nds", arch="resnet18", seed=s))
         specs += [dict(role="ds", arch="resnet18", seed=s, teacher_arch="resnet50",
@@ -126,18 +127,34 @@ class TreeMemory(threading.Thread):
             self.stop.wait(0.2)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=50_000)
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--temperatures", default="1,2,3,4,5,6,7,8,9,10,20,30,40")
-    p.add_argument("--alphas", default="0.6,0.8")
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/analysis_scale.py", description_of(__doc__))
+    p.add_argument("--classes", type=int, default=1000, help="classes of the task")
+    p.add_argument("--samples", type=int, default=50_000, help="test samples per run")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], metavar="S",
+                   help="the seeds (default: 0 1 2 3 4)")
+    p.add_argument("--temperatures", nargs="+", type=numbers, metavar="T",
+                   default=[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40]],
+                   help="DS temperatures, 1 2 4 or 1,2,4 (default: 1-10 20 30 40)")
+    p.add_argument("--alphas", nargs="+", type=numbers, default=[[0.6, 0.8]], metavar="A",
+                   help="DS alphas, 0.6 0.8 or 0.6,0.8 (default: 0.6 0.8)")
     p.add_argument("--store", default=None, help="where to write (default: a temp dir, removed)")
     p.add_argument("--figures", action="store_true", help="also render the figures")
-    args = p.parse_args()
-    temps = [float(t) for t in args.temperatures.split(",")]
-    alphas = [float(a) for a in args.alphas.split(",")]
+    return p
+
+
+def numbers(text: str) -> list[float]:
+    """One value of --temperatures/--alphas: a number, or numbers joined by commas."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or numbers joined by commas") from None
+
+
+def main() -> None:
+    args = parser().parse_args()
+    temps = [v for values in args.temperatures for v in values]
+    alphas = [v for values in args.alphas for v in values]
     root = args.store or tempfile.mkdtemp(prefix="kdray-analysis-bench-")
 
     t = time.perf_counter()

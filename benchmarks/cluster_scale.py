@@ -171,20 +171,27 @@ def checkpoint_of_resnet20(path: str) -> int:
     return os.path.getsize(path)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, default=32, help="concurrent trials (>= 32 for the issue)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--epoch-seconds", type=float, default=0.5)
+def parser() -> argparse.ArgumentParser:
+    from kdray.cli_help import command_parser, description_of
+
+    p = command_parser("python benchmarks/cluster_scale.py", description_of(__doc__))
+    p.add_argument("--trials", type=int, default=32, help="concurrent trials")
+    p.add_argument("--epochs", type=int, default=20, help="epochs per trial")
+    p.add_argument("--epoch-seconds", type=float, default=0.5, help="an epoch's sleep")
     p.add_argument("--drive", choices=["before", "after"], help=argparse.SUPPRESS)
     p.add_argument("--address", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)
     p.add_argument("--head", help=argparse.SUPPRESS)
+    return p
+
+
+def main() -> int:
+    p = parser()
     args = p.parse_args()
     if args.trials < 1 or args.epochs < 1 or args.epoch_seconds < 0:
-        sys.exit(f"--trials {args.trials}, --epochs {args.epochs}, --epoch-seconds "
-                 f"{args.epoch_seconds}: expected >= 1, >= 1, >= 0")
+        p.error(f"--trials {args.trials}, --epochs {args.epochs}, --epoch-seconds "
+                f"{args.epoch_seconds}: expected >= 1, >= 1, >= 0")
     if args.drive:
         print("RESULT " + json.dumps(drive(args)), flush=True)
         return 0

@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from kdray import RunSpec  # noqa: E402
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.data import DatasetSplits, TensorData, load_dataset  # noqa: E402
 from kdray.models import build_model  # noqa: E402
 from kdray.training.loop import Trainer  # noqa: E402
@@ -128,14 +129,19 @@ def bench(case, device: str, repeats: int) -> float:
     return ratio
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/cohort.py", description_of(__doc__))
     p.add_argument("--tiny", action="store_true", help="a few steps per case (a check, not a measurement)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: what a quick-study trial gets on the 2-core machine)")
     p.add_argument("--repeats", type=int, default=2,
                    help="measure lone and cohort this many times each, alternated, and keep the "
                         "best of each (default 2)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads: {args.threads} is not >= 1")

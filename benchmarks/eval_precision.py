@@ -15,6 +15,7 @@ to the lowest class index. For each trained model this prints, over its test set
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from kdray import RunSpec  # noqa: E402
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.data import load_dataset  # noqa: E402
 from kdray.training.loop import Trainer  # noqa: E402
 
@@ -37,7 +39,12 @@ CASES = [  # dataset, options, arch, epochs, lr
 ]
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    return command_parser("python benchmarks/eval_precision.py", description_of(__doc__))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser().parse_args(argv)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads")
     print(f"{'model':<40} {'n test':>6} {'rounded':>8} {'ties':>5} {'autocast':>9} "

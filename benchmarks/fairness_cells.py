@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from kdray.cli_help import command_parser, description_of
 from kdray.analysis.fairness import _fairlearn_rates
 
 
@@ -48,11 +49,15 @@ def best_of(repeat: int, fn, *args) -> tuple[float, dict]:
     return min(times), out
 
 
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/fairness_cells.py", description_of(__doc__))
+    p.add_argument("--samples", type=int, default=30_000, help="test samples of the run")
+    p.add_argument("--repeat", type=int, default=3, help="timings of each way, the best kept")
+    return p
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=30_000)
-    p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    args = parser().parse_args()
     rng = np.random.default_rng(0)
     classes = np.arange(10)
     y = rng.permutation(np.arange(args.samples) % 10)

@@ -66,12 +66,19 @@ def second_pass_env(capability: str | None) -> dict[str, str]:
     return dict(w.split("=", 1) for w in words)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    sys.path.insert(0, str(ROOT))
+    from kdray.cli_help import command_parser, description_of
+
+    p = command_parser("python benchmarks/float_paths.py", description_of(__doc__))
     p.add_argument("--as", dest="capability", choices=["AVX2"],
                    help="emulate the native path of a CPU of this capability")
     p.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
     if args.one_run:
         one_run()
         return 0

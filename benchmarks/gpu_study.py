@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.training import gpu  # noqa: E402  (no torch import: set the allocator before CUDA starts)
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -169,14 +170,19 @@ def tables(runs: dict[str, list], store, stats: dict, args) -> None:
                   f"{mean_std([100 * m['eod'] for m in metrics])}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/gpu_study.py", description_of(__doc__))
     p.add_argument("--tiny", action="store_true",
                    help="CPU, 16 px, 2 seeds, 2 temperatures, 1 epoch, ResNet-20 -> LeNet-5")
     p.add_argument("--store", help="the study's store (default: a temporary folder)")
     p.add_argument("--data-dir", help="where Trifeature is generated (default: kdray's)")
     p.add_argument("--epochs", type=int, help=f"default {RECIPE['epochs']}")
     p.add_argument("--device", help="default: cuda (cpu with --tiny)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     gpu.prepare_process()
     import torch

@@ -22,7 +22,7 @@ Rows:
   each bounded to 1/N of the memory as a Ray trial would be (``kdray.training.gpu.limit_memory``),
   started together after their warm-up: aggregate student images/s.
 
-Goal (issue 11): at least 90,000 student images/s aggregate on an H100/H200-class GPU, at
+Goal: at least 90,000 student images/s aggregate on an H100/H200-class GPU, at
 least 10x the eager lone trial. To measure NVIDIA MPS, run the script again with the MPS
 daemon started (``nvidia-cuda-mps-control -d``) and compare the process rows.
 
@@ -41,6 +41,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.training import gpu  # noqa: E402  (no torch import: set the allocator before CUDA starts)
 
 TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 20.0, 30.0, 40.0)
@@ -206,8 +207,8 @@ def label(mode: str, students: int) -> str:
     return f"{count} processes: {text}" if count else text
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/gpu_throughput.py", description_of(__doc__))
     p.add_argument("--tiny", action="store_true", help="CPU, a few steps: checks that it runs")
     p.add_argument("--seconds", type=float, default=None,
                    help="timed window per figure (default 8 on a GPU, 0.1 with --tiny)")
@@ -216,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--sync-dir", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     args.seconds = args.seconds if args.seconds is not None else (0.1 if args.tiny else 8.0)
     if args.worker:

@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from kdray import RunSpec  # noqa: E402
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.models import build_model  # noqa: E402
 from kdray.training.step import build_optimizer  # noqa: E402
 
@@ -66,10 +67,15 @@ def bench(arch: str, classes: int, size: int, opt: str, device: str, steps: int)
           f"ratio {times['default'] / times['fused']:.2f}x", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/optimizer_step.py", description_of(__doc__))
     p.add_argument("--tiny", action="store_true", help="a few steps (a check, not a measurement)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads: {args.threads} is not >= 1")

@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "sweeps"))
 
 from kdray import RunSpec  # noqa: E402
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.data import load_dataset  # noqa: E402
 from kdray.models import build_model  # noqa: E402
 from kdray.training.loop import Trainer  # noqa: E402
@@ -62,12 +63,17 @@ def same_weights(a: Trainer, b: Trainer) -> bool:
                for p, q in zip(sa.model.state_dict().values(), sb.model.state_dict().values()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/teacher_logits.py", description_of(__doc__))
     p.add_argument("--tiny", action="store_true", help="a few steps (a check, not a measurement)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per measurement (default 2)")
     p.add_argument("--repeats", type=int, default=2, help="alternated measurements of each way, "
                                                           "the best kept (default 2)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     for flag, value in (("--epochs", args.epochs), ("--repeats", args.repeats)):
         if value < 1:

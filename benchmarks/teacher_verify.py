@@ -27,6 +27,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from kdray.cli_help import command_parser, description_of  # noqa: E402
 from kdray.store import MODEL, Store, sha256_bytes  # noqa: E402
 
 # float32 state-dict bytes of kdray's builds (Store.model_problem's docstring)
@@ -87,11 +88,14 @@ def download(store: Store, megabytes: float, repeats: int) -> None:
     print(f"  {megabytes:7.1f} MB   download {took * 1e3:8.1f} ms", flush=True)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/teacher_verify.py", description_of(__doc__))
+    p.add_argument("--tiny", action="store_true", help="1 MB, one repeat")
+    return p
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="1 MB, one repeat")
-    args = parser.parse_args()
+    args = parser().parse_args()
     sizes = {"tiny": 1.0} if args.tiny else SIZES_MB
     repeats = 1 if args.tiny else 3
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request lines

@@ -2,15 +2,15 @@
 every epoch, and how much it changed over the last 20 % of the epochs.
 
     python benchmarks/trifeature_convergence.py --image-size 24 --per-combination 5 --epochs 100
-    python benchmarks/trifeature_convergence.py --roles teacher --seed 1 ...
+    python benchmarks/trifeature_convergence.py --roles teacher --seeds 1 ...
     python benchmarks/trifeature_convergence.py --roles ds --temperatures 1 4 10 \
         --teacher-store STORE --no-kd-t-squared ...     # DS runs of a teacher in STORE
     python benchmarks/trifeature_convergence.py --epochs 100 --stop-after 2 ...   # its start
 
 The paper's recipe (kdray's defaults for ResNet-20 and LeNet-5 on Trifeature: SGD lr 0.1,
 weight decay 1e-3, batch 64, crop + flip, lr / 10 at 30/60/90 % of the epochs) at the image
-size, data size and epochs given, on the CPU without Ray. ``sweeps/trifeature_paper.py`` says
-how its recipe was chosen with it. One JSON line per epoch, then a summary line.
+size, data size and epochs given, on the CPU without Ray. docs/recipes.md says how
+``sweeps/trifeature_paper.py``'s recipe was chosen with it. One JSON line per epoch, then a summary line.
 
 Each epoch's line also says whether the network still computes anything: ``logit_spread``,
 the standard deviation of its logits over the test images (mean over classes; 0 when it
@@ -30,6 +30,7 @@ from functools import partial
 import torch
 
 from kdray import RunSpec
+from kdray.cli_help import command_parser, one_value, description_of
 from kdray.store import Store
 from kdray.trial.steps import load_data, load_teacher
 from kdray.training.loop import Trainer
@@ -106,30 +107,42 @@ def specs_of(role: str, args, data: dict) -> list[RunSpec]:
                     kd_t_squared=args.kd_t_squared) for t in args.temperatures]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="trifeature-shape")
-    p.add_argument("--roles", nargs="+", default=["nds", "teacher"], choices=sorted(ARCH))
-    p.add_argument("--image-size", type=int, default=24)
-    p.add_argument("--per-combination", type=int, default=5, help="train + test images per combination")
-    p.add_argument("--test-per-combination", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--stop-after", type=int, default=None,
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/trifeature_convergence.py", description_of(__doc__))
+    p.add_argument("--dataset", default="trifeature-shape", metavar="NAME",
+                   help="trifeature-shape or trifeature-texture")
+    p.add_argument("--roles", nargs="+", default=["nds", "teacher"], choices=sorted(ARCH),
+                   metavar="ROLE", help="teacher, nds, ds")
+    p.add_argument("--image-size", type=int, default=24, metavar="PX", help="image size")
+    p.add_argument("--per-combination", type=int, default=5, metavar="N",
+                   help="train + test images per combination")
+    p.add_argument("--test-per-combination", type=int, default=2, metavar="N",
+                   help="test images per combination")
+    p.add_argument("--epochs", type=int, default=100, metavar="N", help="the schedule's epochs")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="train only the first N epochs of the --epochs schedule")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--eval-every", type=int, default=1,
+    p.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0], metavar="S",
+                   help="the seed: one value")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="default: $KDRAY_DATA_DIR")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads")
+    p.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="test accuracy after every N-th epoch (and the last)")
     p.add_argument("--lr", type=float, default=None, help="default: the paper's (0.1)")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0, 10.0],
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0, 10.0], metavar="T",
                    help="ds: the cohort's temperatures")
-    p.add_argument("--alpha", type=float, default=0.8, help="ds")
+    p.add_argument("--alphas", "--alpha", nargs="+", type=float, default=[0.8], metavar="A",
+                   help="ds: the cohort's alpha, one value")
     p.add_argument("--no-kd-t-squared", dest="kd_t_squared", action="store_false",
                    help="ds: the KD term without the T^2 factor (the paper's eq. 6 as printed)")
-    p.add_argument("--teacher-store", default=None,
+    p.add_argument("--teacher-store", default=None, metavar="URI",
                    help="ds: a store holding the teacher (same seed, data and recipe)")
+    return p
+
+
+def main() -> None:
+    p = parser()
     args = p.parse_args()
+    args.seed, args.alpha = one_value(p, "--seeds", args.seeds), one_value(p, "--alphas", args.alphas)
     if "ds" in args.roles and not args.teacher_store:
         p.error("--roles ds needs --teacher-store: a store with the teacher of the same seed, "
                 "data options and recipe (e.g. one --roles teacher trained by a sweep)")

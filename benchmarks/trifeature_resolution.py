@@ -17,7 +17,7 @@ prints per texture:
   224 px (1.00: the pattern is intact; 0.00: a flat tone).
 
 No training: this is why a label that is a texture needs larger images than one that is a
-shape (``sweeps/trifeature_paper.py`` has the probes).
+shape (docs/recipes.md has the probes).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdray.cli_help import command_parser, one_value, description_of
 from kdray.data.trifeature import RENDER_SIZE, TEXTURES, texture_window
 
 
@@ -55,12 +56,20 @@ def table(sizes: list[int], images: int, seed: int) -> list[str]:
     return lines
 
 
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python benchmarks/trifeature_resolution.py", description_of(__doc__))
+    p.add_argument("--sizes", type=int, nargs="+", default=[24, 32, 48, 64, 96, 112, 224],
+                   metavar="PX", help="image sizes")
+    p.add_argument("--images", type=int, default=8, help="masks per texture")
+    p.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0], metavar="S",
+                   help="the seed: one value")
+    return p
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[24, 32, 48, 64, 96, 112, 224])
-    p.add_argument("--images", type=int, default=8, help="masks per texture (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p = parser()
     args = p.parse_args(argv)
+    args.seed = one_value(p, "--seeds", args.seeds)
     bad = [s for s in args.sizes if not 1 <= s <= RENDER_SIZE]
     if bad or args.images < 1:
         p.error(f"--sizes must be in [1, {RENDER_SIZE}] (got {bad}) and --images >= 1 "

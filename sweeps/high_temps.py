@@ -1,18 +1,20 @@
 """The appendix's extension: T = 20, 30, 40 wherever the paper's tables stop at T = 10.
 
     ray submit cluster/aws.yaml sweeps/high_temps.py -- --store s3://BUCKET/kdray
+    python sweeps/high_temps.py --dry-run        # the plan; nothing trains
 
-Same experiment list as ``sweeps/full_paper.py`` (``kdray/sweep/paper.py``); teachers and
-non-distilled students are the same runs, so on a store where the full study is complete
-only the new distilled students train; a cohort whose teacher logits the study recorded
-replays them instead of running its teacher (``kdray/trial/teacher_logits.py``: tables up to
-``$KDRAY_TEACHER_LOGITS_MB``, default 1024 MiB).
+sweeps/full_paper.py's experiments at the high temperatures: on its store only the new DS
+train, replaying the teacher logits the study recorded. Every flag and KDRAY_* variable:
+docs/cli.md.
 """
 
 import sys
 
-from kdray.sweep.cli import sweep_main
+from kdray.sweep.cli import Script
 from kdray.sweep.paper import EXPERIMENTS, high_temperature_extension
 
+SCRIPT = Script("sweeps/high_temps.py", high_temperature_extension(EXPERIMENTS),
+                description=__doc__)
+
 if __name__ == "__main__":
-    sys.exit(sweep_main(high_temperature_extension(EXPERIMENTS), description=__doc__))
+    sys.exit(SCRIPT.main())

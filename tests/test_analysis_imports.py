@@ -142,10 +142,11 @@ def test_every_study_field_separates_studies(field):
 # run.json's check included), the store's own check that a URI is a usable store before any
 # work (kdray.store_check: `python -m kdray.analysis --store` names a file, a missing bucket or
 # missing credentials in one line, as the sweep does; it reaches S3 through kdray.s3, below
-# it), the shared module that joins Ray and picks W&B's mode, and the collapse rule that the
-# sweep's summary and the analysis share (kdray.collapse); never the sweep side.
+# it), the shared module that joins Ray and picks W&B's mode, the collapse rule that the
+# sweep's summary and the analysis share (kdray.collapse) and the help format every command
+# shares (kdray.cli_help); never the sweep side.
 ANALYSIS_MAY_IMPORT = {"kdray", "kdray.store", "kdray.spec", "kdray.checks", "kdray.connect",
-                       "kdray.store_check", "kdray.collapse"}
+                       "kdray.store_check", "kdray.collapse", "kdray.cli_help"}
 SWEEP_SIDE = ("kdray.sweep", "kdray.trial", "kdray.training")
 
 
@@ -199,14 +200,16 @@ def test_the_sweep_check_finds_a_sweep_import(tmp_path, monkeypatch):
 
 # kdray's layers, lowest first; a module may import its own layer's and lower ones only. A
 # module's layer is that of its longest prefix here (kdray.data.fetch is kdray.data's).
-LAYERS = [("kdray.s3", "kdray.connect", "kdray.collapse", "kdray.vocabulary"),  # leaves
+LAYERS = [("kdray.s3", "kdray.connect", "kdray.collapse", "kdray.vocabulary",  # leaves
+           "kdray.environment", "kdray.cli_help"),
           ("kdray.data", "kdray.models"),  # the registries
           ("kdray.checks",),  # what a valid value is (names looked up in the registries)
           ("kdray", "kdray.spec", "kdray.store"),  # the contract: RunSpec and the store
           ("kdray.lease", "kdray.store_check", "kdray.tracking"),  # built on the store/spec
           ("kdray.training",), ("kdray.trial",),
           ("kdray.analysis",),  # below the sweep, which runs it when its runs are done
-          ("kdray.sweep",)]
+          ("kdray.sweep",),
+          ("kdray.cli_docs",)]  # docs/cli.md from every command's parser
 
 
 def layer_of(module: str) -> int:

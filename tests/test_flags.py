@@ -134,10 +134,11 @@ def test_sweep_script_exits_2_before_ray_starts(tmp_path):
 BAD_TRIAL_FLAGS = [
     (["--epochs", "0"], "--epochs: 0 is not an integer >= 1"),
     (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
-    (["--seed", "-1"], "--seed: -1 is not an integer >= 0"),
-    (["--temperature", "-1"], "--temperature: -1.0 is not > 0"),
-    (["--temperature"], "argument --temperature: expected at least one argument"),
-    (["--alpha", "2"], "--alpha: 2.0 is not in [0, 1]"),
+    (["--seed", "-1"], "--seeds: -1 is not an integer >= 0"),
+    (["--seeds", "0", "1"], "--seeds: 0 1: one seed per command"),
+    (["--temperature", "-1"], "--temperatures: -1.0 is not > 0"),
+    (["--temperatures"], "argument --temperatures/--temperature: expected at least one argument"),
+    (["--alpha", "2"], "--alphas: 2.0 is not in [0, 1]"),
     (["--batch-size", "0"], "--batch-size: 0 is not an integer >= 1"),
     (["--lr", "0"], "--lr: 0.0 is not > 0"),
     (["--lr", "-0.1"], "--lr: -0.1 is not > 0"),
@@ -147,7 +148,7 @@ BAD_TRIAL_FLAGS = [
     (["--dataset", "mnist"], "--dataset: 'mnist' is not one of"),
     (["--arch", "resnet99"], "--arch: 'resnet99' is not one of"),
     (["--device", "gpu0"], "--device: 'gpu0' is not a torch device"),
-    (["--spec", "missing.json"], "--spec: 'missing.json' is not a JSON file"),
+    (["--spec", "missing.json"], "--specs: 'missing.json' is not a JSON file"),
     (["--store", ""], "--store: '' is not a local path or s3://bucket/prefix"),
 ]
 

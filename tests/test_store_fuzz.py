@@ -231,4 +231,4 @@ def test_trial_spec_files_that_are_not_a_spec(case, tmp_path, capsys):
     assert main(["--store", str(tmp_path / "store"), "--spec", str(path),
                  "--wandb-mode", "disabled"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"error: --spec {path}: "), err
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: --specs {path}: "), err

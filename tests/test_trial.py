@@ -86,7 +86,7 @@ def test_command_line(tmp_path, data_root):
                           "trifeature-shape", "--role", "ds", "--arch", "lenet5",
                           "--teacher-arch", "resnet20", "--temperature", "-2", "--alpha", "0.8"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "temperature: -2.0 is not > 0" in bad.stderr
+    assert bad.returncode == 2 and "--temperatures: -2.0 is not > 0" in bad.stderr
 
 
 def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root):

@@ -1,4 +1,4 @@
-"""``python -m kdray.analysis --store URI [--out URI]``: run the analysis job and print the tables.
+"""``python -m kdray.analysis [--store URI] [--out URI]``: run the analysis job and print the tables.
 
 Exit status 0 on success, 2 on bad input (a missing or empty store, a bad option, runs of
 one study on different test samples, with different attribute values or class names), with
@@ -11,33 +11,45 @@ import argparse
 import os
 import sys
 
+from kdray.cli_help import command_parser, explain
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m kdray.analysis",
-        description="Turn a kdray store into the paper's significance and fairness tables.")
-    p.add_argument("--store", required=True,
-                   help="store URI: a local path or s3://bucket/prefix")
-    p.add_argument("--out", default=None, help="output URI (default: {store}/analysis/)")
-    p.add_argument("--level", type=float, default=0.05,
-                   help="significance level of the Welch tests and of BH (default 0.05)")
-    p.add_argument("--normalisation", choices=("ratio", "difference"), default="ratio",
-                   help="class accuracy normalisation: ratio = β^c/β^M (paper eq. 8, default), "
-                        "difference = β^c - β^M (Hooker et al.)")
-    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None,
-                   help="W&B mode (default: $WANDB_MODE, else offline without WANDB_API_KEY, "
-                        "else online)")
-    p.add_argument("--wandb-project", default="kdray", help="W&B project (default kdray)")
-    p.add_argument("--wandb-dir", default=None,
-                   help="where W&B writes the analysis run (default: $WANDB_DIR, else where a "
-                        "sweep writes its runs, {store}/wandb for a local store, ./wandb "
-                        "otherwise)")
+
+DESCRIPTION = """\
+Turn a kdray store into the paper's significance and fairness tables, and print them.
+
+    python -m kdray.analysis                                # the store ./results
+    python -m kdray.analysis --store s3://bucket/study --out ./analysis --no-figures
+
+Exit status: 0, or 2 on bad input (a missing or empty store, a bad option, runs of one study
+that do not agree) with a one-line message."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("python -m kdray.analysis", DESCRIPTION)
+    p.add_argument("--store", default="./results", metavar="URI", help="path or s3:// URI")
+    p.add_argument("--out", default=None, metavar="URI", help="default: {store}/analysis/")
+    p.add_argument("--level", type=float, default=0.05, help="significance level")
+    explain(p.add_argument("--normalisation", choices=("ratio", "difference"), default="ratio",
+                           help="class accuracy over the model's: ratio or difference"),
+            "ratio = β^c/β^M (paper eq. 8), difference = β^c - β^M (Hooker et al.).")
+    explain(p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
+                           default=None, metavar="MODE",
+                           help="online, offline, disabled (default: by key)"),
+            "Default: $WANDB_MODE, else offline without WANDB_API_KEY, else online.")
+    p.add_argument("--wandb-project", default="kdray", metavar="NAME", help="the W&B project")
+    explain(p.add_argument("--wandb-dir", default=None, metavar="DIR",
+                           help="where W&B writes (default: $WANDB_DIR, else the sweep's)"),
+            "Where a sweep writes its runs: {store}/wandb for a local store, ./wandb otherwise.")
     p.add_argument("--fairness-backend", choices=("fairlearn", "numpy"), default="fairlearn",
-                   help="compute group rates with fairlearn MetricFrame (default) or numpy bincount")
+                   help="group rates by fairlearn's MetricFrame or numpy")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="Ray Data progress bars (default: on when stderr is a terminal)")
-    return p.parse_args(argv)
+                   help="Ray Data progress bars (default: on a terminal)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

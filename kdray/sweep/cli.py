@@ -1,11 +1,11 @@
-"""The command line every sweep script shares: ``sweep_main(experiments)``.
+"""The command line every sweep script shares: ``Script(name, experiments, ...).main()``.
 
-A sweep script names its experiments and calls ``sweep_main``; this module gives it the
-common flags (``--store``, ``--dry-run``, ``--smoke-test``, axis filters and overrides, W&B,
+A sweep script names its experiments in a :class:`Script` and calls its ``main``; this
+module gives it the common flags (``--store``, ``--dry-run``, ``--smoke-test``, axis filters and overrides, W&B,
 resources), checks them and the store (``kdray/store_check.py``) before any work, runs the
 two stages on Ray Tune, then the analysis job on the store (unless another driver still
-trains some of its runs), prints the tables, and exits non-zero if any run failed or was not
-launched.
+trains some of its runs), prints the tables, and exits 1 if any run failed or was not
+launched, 2 on bad input (a flag, the store, the analysis's input) with a one-line message.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
+from kdray.cli_help import command_parser, explain
 from kdray.store import Store
 from kdray.store_check import check_store
 from kdray.sweep import preflight
@@ -26,60 +27,107 @@ from kdray.sweep.grid import Experiment, expand, narrow, parse_cohort_sizes
 from kdray.sweep.options import SweepOptions
 
 
-def parser(description: str, default_store: str = "./results") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", default=default_store,
-                   help="results store: a local path or s3://bucket/prefix")
-    p.add_argument("--shared-store", action="store_true",
-                   help="the local --store path is on storage that every node of the Ray "
-                        "cluster mounts at that path (NFS, ...); without it a local store is "
-                        "refused on a cluster of more than one node (kdray/sweep/preflight.py)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the plan (per experiment and stage: runs, complete, to run, "
-                        "GPU-hours) and write it to --plan; train nothing")
-    p.add_argument("--plan", default="plan.json", help="where --dry-run writes the plan")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="the same code path on CPU: tiny data in each dataset's real format, "
-                        "1 epoch, 2 seeds, 1 temperature, a temporary store unless --store is given")
-    p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these datasets")
-    p.add_argument("--temperatures", nargs="+", type=float, metavar="T",
-                   help="replace the temperature axis (e.g. 20 30 40 to extend a finished study)")
+@dataclass(frozen=True)
+class Script:
+    """A sweep script: its experiments and how its command line reads.
+
+    name : the script's path in the repository (``sweeps/quick.py``), its ``prog``.
+    description : what ``--help`` prints first (the script's docstring).
+    default_datasets : the datasets it runs when ``--datasets`` is not given (default: all of
+        ``experiments``'); the others run when named.
+    """
+
+    name: str
+    experiments: Sequence[Experiment]
+    description: str = ""
+    default_store: str = "./results"
+    default_datasets: Sequence[str] | None = None
+
+    def parser(self) -> argparse.ArgumentParser:
+        return parser(self.description, self.default_store, prog=f"python {self.name}",
+                      default_datasets=self.default_datasets)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        return sweep_main(self.experiments, argv, script=self)
+
+
+def parser(description: str = "", default_store: str = "./results", *, prog: str | None = None,
+           default_datasets: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The flags every sweep script shares, one line of help each (docs/cli.md lists them)."""
+    p = command_parser(prog or f"python {os.path.basename(sys.argv[0])}", description,
+                       epilog=None)
+    p.add_argument("--store", default=default_store, metavar="URI",
+                   help="path or s3:// URI")
+    explain(p.add_argument("--shared-store", action="store_true",
+                           help="every node mounts the local --store path"),
+            "Without it a local store is refused on a cluster of more than one node "
+            "(kdray/sweep/preflight.py).")
+    explain(p.add_argument("--dry-run", action="store_true", help="print the plan; train nothing"),
+            "Per experiment and stage: runs, complete, to run, GPU-hours; written to --plan.")
+    p.add_argument("--plan", default="plan.json", metavar="FILE", help="where --dry-run writes")
+    explain(p.add_argument("--smoke-test", action="store_true",
+                           help="the same path on CPU, tiny data"),
+            "Tiny data in each dataset's real format, 1 epoch, 2 seeds, 1 temperature, a "
+            "temporary store unless --store is given.")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   default=list(default_datasets) if default_datasets else None,
+                   help=f"only these (default: {' '.join(default_datasets or ['all'])})")
+    explain(p.add_argument("--temperatures", nargs="+", type=float, metavar="T",
+                           help="replace the temperature axis"),
+            "E.g. 20 30 40 to extend a finished study: complete runs are skipped.")
     p.add_argument("--alphas", nargs="+", type=float, metavar="A", help="replace the alpha axis")
     p.add_argument("--seeds", nargs="+", type=int, metavar="S", help="replace the seed axis")
-    p.add_argument("--epochs", type=int, help="override every run's epochs (milestones scale)")
-    p.add_argument("--controls", action=argparse.BooleanOptionalAction, default=None,
-                   help="train (or not) each NDS's matched control at every alpha: the NDS at "
-                        "lr x (1 - alpha), weight decay / (1 - alpha) (default: the script's)")
-    p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"],
-                   help="default: $WANDB_MODE, else online with an API key, offline without")
-    p.add_argument("--wandb-project", default="kdray")
-    p.add_argument("--wandb-entity", default=None)
-    p.add_argument("--wandb-dir", help="where W&B writes (default: {store}/wandb for a local store, ./wandb otherwise)")
-    p.add_argument("--resources", nargs="+", default=[], metavar="ARCH=cpu:N,gpu:F[,KIND:F]",
-                   help="per-architecture Ray resources, custom ones included, e.g. "
-                        "resnet20=cpu:2,gpu:0.5 or resnet18=gpu:1,gpu_large:1 (the node kind; "
-                        "defaults: the table in kdray/sweep/cluster.py)")
-    p.add_argument("--max-failures", type=int, default=2,
-                   help="retries of a trial that fails by its own error (from its checkpoint); "
-                        "a trial lost with its node (spot preemption) is retried without limit")
-    p.add_argument("--checkpoint-every-epochs", type=int, default=10, metavar="N",
-                   help="a trial's resume checkpoint every N epochs or M minutes, whichever "
-                        "comes first (metrics are reported every epoch; kdray/sweep/checkpoints.py)")
-    p.add_argument("--checkpoint-every-minutes", type=float, default=15.0, metavar="M",
-                   help="see --checkpoint-every-epochs")
-    p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
-    p.add_argument("--cohort-size", nargs="+", default=[], metavar="N|FAMILY=N",
-                   help="most distilled students per cohort trial (they share one teacher "
-                        "forward), for every model family or one (cnn, vit, bert, imagenet); "
-                        "defaults in kdray/sweep/grid.py COHORT_MAX")
-    p.add_argument("--data-dir", help="raw datasets on every node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
-    p.add_argument("--no-analysis", action="store_true", help="skip the analysis job at the end")
-    p.add_argument("--level", type=float, default=0.05, help="significance level of the analysis")
-    p.add_argument("--progress-interval", type=float, metavar="SECONDS",
-                   help="when stdout is not a terminal, seconds between progress lines "
-                        "(default $KDRAY_PROGRESS_INTERVAL, else 30)")
+    explain(p.add_argument("--epochs", type=int, metavar="N", help="every run's epochs"),
+            "Overrides the recipe's; its lr milestones scale with it.")
+    explain(p.add_argument("--controls", action=argparse.BooleanOptionalAction, default=None,
+                           help="train each NDS's matched control (default: the script's)"),
+            "The control is the NDS at lr x (1 - alpha), weight decay / (1 - alpha), one per "
+            "seed and alpha: the step a DS gives its CE term (docs/claims.md, C9).")
+    _tracking_flags(p)
+    _cluster_flags(p)
+    explain(p.add_argument("--data-dir", metavar="DIR",
+                           help="raw datasets (default: $KDRAY_DATA_DIR)"),
+            "On every node; without it or $KDRAY_DATA_DIR, ~/.cache/kdray/data.")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis at the end")
+    p.add_argument("--level", type=float, default=0.05, help="significance level")
+    explain(p.add_argument("--progress-interval", type=float, metavar="S",
+                           help="seconds between progress lines off a terminal"),
+            "Default: $KDRAY_PROGRESS_INTERVAL, else 30.")
     return p
+
+
+def _tracking_flags(p: argparse.ArgumentParser) -> None:
+    explain(p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"],
+                           metavar="MODE", help="online, offline or disabled (default: by key)"),
+            "Default: $WANDB_MODE, else online with a W&B API key, else offline.")
+    p.add_argument("--wandb-project", default="kdray", metavar="NAME", help="the W&B project")
+    p.add_argument("--wandb-entity", default=None, metavar="NAME", help="the W&B entity")
+    explain(p.add_argument("--wandb-dir", metavar="DIR", help="where W&B writes"),
+            "Default: {store}/wandb for a local store, ./wandb otherwise.")
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    explain(p.add_argument("--resources", nargs="+", default=[], metavar="SPEC",
+                           help="ARCH=cpu:N,gpu:F[,KIND:F] per trial"),
+            "A trial's Ray resources per architecture, custom ones included, e.g. "
+            "resnet20=cpu:2,gpu:0.5 or resnet18=gpu:1,gpu_large:1 (the node kind); defaults: "
+            "the table in kdray/sweep/cluster.py.")
+    explain(p.add_argument("--max-failures", type=int, default=2, metavar="N",
+                           help="retries of a failing trial"),
+            "Of a trial that fails by its own error (from its checkpoint); a trial lost with "
+            "its node (spot preemption) is retried without limit.")
+    explain(p.add_argument("--checkpoint-every-epochs", type=int, default=10, metavar="N",
+                           help="checkpoint every N epochs"),
+            "A trial's resume checkpoint every N epochs or M minutes, whichever comes first; "
+            "metrics are reported every epoch (kdray/sweep/checkpoints.py).")
+    p.add_argument("--checkpoint-every-minutes", type=float, default=15.0, metavar="M",
+                   help="or every M minutes")
+    p.add_argument("--max-concurrent", type=int, default=None, metavar="N",
+                   help="most trials at once")
+    explain(p.add_argument("--cohort-size", nargs="+", default=[], metavar="N",
+                           help="[FAMILY=]N: most DS per cohort trial"),
+            "Distilled students sharing one teacher forward, for every model family or one "
+            "(cnn, vit, bert, imagenet); defaults: COHORT_MAX in kdray/sweep/grid.py.")
 
 
 def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Experiment]:
@@ -95,16 +143,15 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
 
 
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
-               description: str = "", default_store: str = "./results",
-               default_datasets: Sequence[str] | None = None) -> int:
-    """Parse flags, plan, run the sweep, run the analysis; returns the exit code.
-    ``default_datasets``: the datasets it runs when ``--datasets`` is not given (default: all
-    of ``experiments``'); the others run when named."""
+               script: Script | None = None) -> int:
+    """Parse flags, plan, run the sweep, run the analysis; returns the exit code (2 for bad
+    input, with one line). ``script``: the command line's name, description and defaults
+    (default: a script of these experiments, named by ``sys.argv[0]``)."""
     from kdray.sweep.driver import run_plan
 
-    args = parser(description, default_store).parse_args(argv)
-    if args.datasets is None and default_datasets:
-        args.datasets = list(default_datasets)
+    script = script or Script(os.path.basename(sys.argv[0]), experiments)
+    default_store = script.default_store
+    args = script.parser().parse_args(argv)
     try:
         check_flags(args)  # every flag, before any work (and before Ray starts)
         exps, options = from_flags(args, experiments, default_store)
@@ -189,7 +236,9 @@ def dry_run(plan, store: Store, cohort_sizes, path: str) -> int:
 
 def analyse(store: Store, level: float, wandb, cached: bool) -> int:
     """The analysis job on the store (``kdray/analysis/``): its tables printed; with ``cached``
-    (nothing ran), the last analysis's tables when no run changed since. 1 on an error."""
+    (nothing ran), the last analysis's tables when no run changed since. 2 on bad input (an
+    empty store, runs of one study that do not agree), with one line, as
+    ``python -m kdray.analysis`` exits."""
     from kdray import analysis
     from kdray.sweep.progress import quiet_ray_hints
 
@@ -204,7 +253,7 @@ def analyse(store: Store, level: float, wandb, cached: bool) -> int:
         result = analysis.run(store.uri, level=level, wandb_mode=wandb.mode,
                               wandb_project=wandb.project, wandb_dir=wandb.dir)
     except (ValueError, FileNotFoundError) as e:  # e.g. nothing complete yet
-        print(f"analysis: error: {e}", file=sys.stderr)
-        return 1
+        print(f"analysis: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     result.print()
     return 0

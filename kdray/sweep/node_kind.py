@@ -162,11 +162,14 @@ def _plain(res: Mapping[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in res.items() if v or k == "GPU")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+def parser():
+    from kdray.cli_help import command_parser
 
-    argparse.ArgumentParser(prog="python -m kdray.sweep.node_kind",
-                            description=__doc__.split("\n\n")[0]).parse_args(argv)
+    return command_parser("python -m kdray.sweep.node_kind", __doc__.split("\n\n")[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser().parse_args(argv)
     try:
         memory = gpu_memory_mib()
         found = resources(memory)

@@ -149,18 +149,33 @@ def check(store: Store, options: SweepOptions, log: Callable[[str], None] = prin
         raise ValueError(store_error(store, nodes, max_workers, options.wandb))
 
 
+def parser():
+    from kdray.cli_help import command_parser
+
+    p = command_parser("python -m kdray.sweep.preflight", PREFLIGHT_HELP)
+    p.add_argument("--nodes", type=int, required=True, help="how many nodes must be alive")
+    p.add_argument("--timeout", type=float, default=JOIN_TIMEOUT_S, help="seconds to wait")
+    return p
+
+
+PREFLIGHT_HELP = """\
+Wait until the Ray cluster at $RAY_ADDRESS has NODES nodes alive, and print them.
+
+    python -m kdray.sweep.preflight --nodes 4      # cluster/slurm.sbatch, before the sweep
+
+Exit status: 0; 1 when the nodes did not join in time (those that did are named); 2 on bad
+input."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m kdray.sweep.preflight --nodes N``: wait until the Ray cluster at
     ``$RAY_ADDRESS`` has N nodes alive and print them (``cluster/slurm.sbatch``, before it runs
-    the sweep script); exit 1 with the nodes that joined when they are not."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m kdray.sweep.preflight",
-                                description="Wait until the Ray cluster at $RAY_ADDRESS has "
-                                            "NODES nodes alive, and print them.")
-    p.add_argument("--nodes", type=int, required=True, help="how many nodes must be alive")
-    p.add_argument("--timeout", type=float, default=JOIN_TIMEOUT_S, help="seconds to wait")
-    args = p.parse_args(argv)
+    the sweep script); exit 1 with the nodes that joined when they are not, 2 on a bad flag."""
+    args = parser().parse_args(argv)
+    if args.nodes < 1 or not args.timeout > 0:
+        flag, value = ("--nodes", args.nodes) if args.nodes < 1 else ("--timeout", args.timeout)
+        print(f"kdray.sweep.preflight: error: {flag}: {value} is not > 0", file=sys.stderr)
+        return 2
     job = os.environ.get("SLURM_JOB_ID")
     whose = f"the Ray nodes of SLURM job {job}" if job else "the Ray nodes started for it"
     try:

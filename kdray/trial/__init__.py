@@ -19,9 +19,9 @@ that callback.
 Command line (``kdray/trial/cli.py``)::
 
     python -m kdray.trial --store ./results --dataset digits --role teacher --arch resnet20 --epochs 2
-    python -m kdray.trial --store s3://bucket/study --spec spec.json
+    python -m kdray.trial --store s3://bucket/study --specs spec.json
     python -m kdray.trial --store ./results --dataset digits --role ds --arch lenet5 \\
-        --teacher-arch resnet20 --temperature 2 4 8 --alpha 0.8    # a cohort: one teacher pass
+        --teacher-arch resnet20 --temperatures 2 4 8 --alphas 0.8  # a cohort: one teacher pass
 """
 
 from kdray.trial.steps import (CohortResult, TeacherMissingError, TrialOptions, check_teacher,

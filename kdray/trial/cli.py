@@ -3,7 +3,7 @@
 Every flag is checked before any work (a flag that sets a RunSpec field by that field's rule,
 ``kdray/checks.py``; ``--store`` by ``kdray/store_check.py``), and each run is leased while
 it trains (``kdray/lease.py``): a run another live driver trains is refused. Several
-``--temperature``/``--alpha`` values (or several ``--spec`` files) make a cohort sharing one
+``--temperatures``/``--alphas`` values (or several ``--specs`` files) make a cohort sharing one
 teacher forward per batch. Each run logs to its own W&B run through the trial's epoch
 callback (``kdray.tracking.Tracker``).
 """
@@ -22,6 +22,7 @@ import torch
 
 from kdray import trial
 from kdray.checks import expected, json_type, valid
+from kdray.cli_help import command_parser, explain
 from kdray.lease import RunningElsewhere, leased
 from kdray.spec import RunSpec
 from kdray.store import Store
@@ -31,40 +32,60 @@ from kdray.trial import teacher_logits
 from kdray.trial.steps import CohortResult, TeacherMissingError, check_teacher
 
 
+DESCRIPTION = """\
+Train one run, or one cohort of DS runs sharing a teacher, without Ray, into a store.
+
+    python -m kdray.trial --dataset digits --role teacher --arch resnet20 --epochs 2
+    python -m kdray.trial --dataset digits --role ds --arch lenet5 --teacher-arch resnet20 \\
+        --temperatures 2 4 8 --alphas 0.8        # a cohort: one teacher forward per batch
+    python -m kdray.trial --store s3://bucket/study --specs spec.json
+
+Every flag is checked before any work; a DS run's teacher must be complete in the store.
+Exit status: 0, 1 when a run failed or is trained elsewhere, 2 on bad input (one line)."""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kdray.trial", description=trial.__doc__.split("\n\n")[0])
-    p.add_argument("--store", default="./results", help="local path or s3://bucket/prefix")
-    p.add_argument("--spec", nargs="+", metavar="FILE",
-                   help="JSON files with a RunSpec (or a run.json); several make a cohort")
-    p.add_argument("--dataset")
-    p.add_argument("--role", choices=["teacher", "nds", "control", "ds"])
-    p.add_argument("--arch")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--teacher-arch", dest="teacher_arch")
-    p.add_argument("--temperature", type=float, nargs="+", metavar="T",
-                   help="one or more: several train as one cohort sharing the teacher's forward")
-    p.add_argument("--alpha", type=float, nargs="+", metavar="A")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="dataset options, e.g. image_size=32")
-    p.add_argument("--data-dir", help="raw datasets on this node (default $KDRAY_DATA_DIR or ~/.cache/kdray/data)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p = command_parser("python -m kdray.trial", DESCRIPTION)
+    p.add_argument("--store", default="./results", metavar="URI", help="path or s3:// URI")
+    explain(p.add_argument("--specs", "--spec", nargs="+", metavar="FILE",
+                           help="RunSpec or run.json files"),
+            "JSON files with a RunSpec (or a run.json); several make a cohort. Flags given "
+            "with them override their fields.")
+    p.add_argument("--dataset", metavar="NAME", help="the dataset (kdray/data/)")
+    p.add_argument("--role", choices=["teacher", "nds", "control", "ds"], metavar="ROLE",
+                   help="teacher, nds, control or ds")
+    p.add_argument("--arch", metavar="NAME", help="the model (kdray/models/)")
+    p.add_argument("--seeds", "--seed", nargs="+", type=int, metavar="S",
+                   help="one seed: a cohort shares it")
+    p.add_argument("--teacher-arch", metavar="NAME", help="a DS run's teacher")
+    p.add_argument("--temperatures", "--temperature", type=float, nargs="+", metavar="T",
+                   help="several: one cohort")
+    p.add_argument("--alphas", "--alpha", type=float, nargs="+", metavar="A",
+                   help="several: one cohort")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    p.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="dataset options, image_size=32")
+    p.add_argument("--data-dir", metavar="DIR", help="raw datasets (default: $KDRAY_DATA_DIR)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if any)")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=None,
-                   help="train eagerly on CUDA, without capturing the step in a CUDA graph "
-                        "(also $KDRAY_CUDA_GRAPH=0)")
-    p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"])
-    p.add_argument("--wandb-project", default="kdray")
+                   help="train eagerly ($KDRAY_CUDA_GRAPH=0)")
+    explain(p.add_argument("--wandb-mode", choices=["online", "offline", "disabled"],
+                           metavar="MODE", help="online, offline, disabled (default: by key)"),
+            "Default: $WANDB_MODE, else online with a W&B API key, else offline.")
+    p.add_argument("--wandb-project", default="kdray", metavar="NAME", help="the W&B project")
     return p
 
 
-# flag, its parsed name, the RunSpec field whose rule applies (or a check of its own)
-FIELD_FLAGS = (("--dataset", "dataset"), ("--arch", "arch"), ("--teacher-arch", "teacher_arch"),
-               ("--seed", "seed"), ("--temperature", "temperature"), ("--alpha", "alpha"),
-               ("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"))
+# flag, its parsed name, the RunSpec field whose rule applies to each value
+FIELD_FLAGS = (("--dataset", "dataset", "dataset"), ("--arch", "arch", "arch"),
+               ("--teacher-arch", "teacher_arch", "teacher_arch"), ("--seeds", "seeds", "seed"),
+               ("--temperatures", "temperatures", "temperature"), ("--alphas", "alphas", "alpha"),
+               ("--epochs", "epochs", "epochs"), ("--batch-size", "batch_size", "batch_size"),
+               ("--lr", "lr", "lr"))
 OTHER_FLAGS = (
     ("--store", "store", lambda v: bool(v.strip()), "a local path or s3://bucket/prefix"),
-    ("--spec", "spec", os.path.isfile, "a JSON file"),
+    ("--specs", "specs", os.path.isfile, "a JSON file"),
     ("--data", "data", lambda v: "=" in v and bool(v.partition("=")[0]), "KEY=VALUE"),
     ("--data-dir", "data_dir", lambda v: bool(v.strip()) and not os.path.isfile(v), "a directory"),
     ("--wandb-project", "wandb_project", lambda v: bool(v.strip()), "a W&B project name"))
@@ -73,8 +94,8 @@ OTHER_FLAGS = (
 def check_flags(args: argparse.Namespace) -> None:
     """Every flag, before any work: a ValueError naming the flag, the value as parsed (-2.0,
     as RunSpec's own messages show it) and what was expected."""
-    checks = [(flag, name, lambda v, f=name: valid(f, v), expected(name))
-              for flag, name in FIELD_FLAGS]
+    checks = [(flag, name, lambda v, f=field: valid(f, v), expected(field))
+              for flag, name, field in FIELD_FLAGS]
     for flag, name, ok, wanted in OTHER_FLAGS[:2] + tuple(checks) + OTHER_FLAGS[2:]:
         value = getattr(args, name, None)
         if value is None:
@@ -85,6 +106,9 @@ def check_flags(args: argparse.Namespace) -> None:
         for v in values:
             if not ok(v):
                 raise ValueError(f"{flag}: {v!r} is not {wanted}")
+    if len(getattr(args, "seeds", None) or []) > 1:
+        raise ValueError(f"--seeds: {' '.join(map(str, args.seeds))}: one seed per command "
+                         f"(the runs of a cohort share their teacher's seed)")
     if getattr(args, "device", None) is not None:
         _check_device(args.device)
     teacher_logits.limit_mb()  # a bad $KDRAY_TEACHER_LOGITS_MB is named before any work
@@ -108,38 +132,36 @@ def _parse_value(text: str) -> Any:
 
 def _base_dicts(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     """(where the fields came from, the fields) of each run the flags name."""
-    if args.spec:
-        return [(f"--spec {path}", spec_fields(path)) for path in args.spec]
+    if args.specs:
+        return [(f"--specs {path}", spec_fields(path)) for path in args.specs]
     missing = [f"--{k.replace('_', '-')}" for k in ("dataset", "role", "arch")
                if getattr(args, k) is None]
     if missing:
-        raise ValueError(f"{', '.join(missing)}: required unless --spec FILE is given")
+        raise ValueError(f"{', '.join(missing)}: required unless --specs FILE is given")
     return [("flags", {"dataset": args.dataset, "role": args.role, "arch": args.arch})]
 
 
 def spec_fields(path: str) -> dict[str, Any]:
-    """The RunSpec fields of a ``--spec`` file: a RunSpec object or a run.json (its ``spec``);
+    """The RunSpec fields of a ``--specs`` file: a RunSpec object or a run.json (its ``spec``);
     a ``ValueError`` naming the file for anything else (not JSON, a list, ``null``, ...)."""
     try:
         d = json.loads(Path(path).read_bytes())
     except (OSError, ValueError) as e:
-        raise ValueError(f"--spec {path}: not a readable JSON file ({e})") from None
+        raise ValueError(f"--specs {path}: not a readable JSON file ({e})") from None
     d = d["spec"] if isinstance(d, dict) and "spec" in d else d  # a run.json works too
     if not isinstance(d, dict):
-        raise ValueError(f"--spec {path}: {json_type(d)}, expected a RunSpec object "
+        raise ValueError(f"--specs {path}: {json_type(d)}, expected a RunSpec object "
                          f"(or a run.json with one under 'spec')")
     return d
 
 
 def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
-    """The runs the flags name: each ``--spec`` file, or the flags' spec; several
-    ``--temperature``/``--alpha`` values make one DS run per combination (a cohort)."""
+    """The runs the flags name: each ``--specs`` file, or the flags' spec; several
+    ``--temperatures``/``--alphas`` values make one DS run per combination (a cohort)."""
     specs = []
     for where, d in _base_dicts(args):
-        for key in ("teacher_arch", "epochs", "batch_size", "lr", "seed"):
-            value = getattr(args, key)
-            if value is not None:
-                d[key] = value
+        for key, value in _overrides(args).items():
+            d[key] = value
         if args.data:
             if not isinstance(d.get("data") or {}, dict):
                 raise ValueError(f"{where}: data is {json_type(d['data'])}, expected an object")
@@ -149,14 +171,21 @@ def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
                 raise ValueError(f"--data: {item!r} is not KEY=VALUE")
             key, value = item.split("=", 1)
             d["data"][key] = _parse_value(value)
-        for t in args.temperature or [d.get("temperature")]:
-            for a in args.alpha or [d.get("alpha")]:
+        for t in args.temperatures or [d.get("temperature")]:
+            for a in args.alphas or [d.get("alpha")]:
                 try:
                     specs.append(RunSpec.from_dict({**d, "temperature": t, "alpha": a}))
                 except ValueError as e:
                     raise ValueError(f"{where}: {e}") from None
     check_cohort(specs)
     return specs
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunSpec fields the flags set for every run (a spec file's values overridden)."""
+    values = {k: getattr(args, k) for k in ("teacher_arch", "epochs", "batch_size", "lr")}
+    values["seed"] = args.seeds[0] if args.seeds else None
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
