@@ -89,7 +89,7 @@ def test_the_registry_check_finds_an_unregistered_name(tmp_path, monkeypatch):
     (tmp_path / "kdray").mkdir()
     (tmp_path / "kdray" / "x.py").write_text('os.environ.get("KDRAY_NEW_THING")\n')
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert kdray_names_in(("kdray",)) == {"KDRAY_NEW_THING": {"kdray/x.py"}}
+    assert kdray_names_in(("kdray",)) == {"KDRAY_NEW_THING": {"/".join(("kdray", "x.py"))}}
 
 
 # ---- one convention ----------------------------------------------------------------------

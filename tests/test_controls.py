@@ -10,7 +10,7 @@ import pytest
 
 from kdray import RunSpec, analysis
 from kdray.analysis.claim_tables import INDISTINGUISHABLE
-from kdray.sweep.cli import sweep_main
+from kdray.sweep.cli import Script
 from kdray.sweep.grid import Experiment, expand
 from kdray.sweep.plan import stage_of
 from analysis_store import write_fairness_study
@@ -75,16 +75,19 @@ def test_the_trifeature_study_trains_five_controls_in_stage_1():
                                                  if d.temperature == 1.0]
 
 
+def _script() -> Script:
+    return Script("sweeps/trifeature_paper.py", _trifeature(),
+                  default_datasets=("trifeature-shape",))
+
+
 def test_the_dry_run_lists_the_controls_and_the_flag_turns_them_off(tmp_path, capsys):
     args = ["--dry-run", "--store", str(tmp_path / "store"), "--plan",
             str(tmp_path / "plan.json"), "--wandb-mode", "disabled"]
-    assert sweep_main(_trifeature(), args, default_datasets=("trifeature-shape",)) == 0
+    assert _script().main(args) == 0
     assert "plan: 65 runs (5 teachers, 5 NDS, 5 controls, 50 DS)" in capsys.readouterr().out
-    assert sweep_main(_trifeature(), args + ["--no-controls"],
-                      default_datasets=("trifeature-shape",)) == 0
+    assert _script().main(args + ["--no-controls"]) == 0
     assert "plan: 60 runs (5 teachers, 5 NDS, 0 controls, 50 DS)" in capsys.readouterr().out
-    assert sweep_main(_trifeature(), args + ["--alphas", "1"],
-                      default_datasets=("trifeature-shape",)) == 2
+    assert _script().main(args + ["--alphas", "1"]) == 2
     assert "alpha: 1.0 is not < 1 for a 'control' spec" in capsys.readouterr().err
 
 
