@@ -142,6 +142,9 @@ def smoke_variant(experiments: Sequence[Experiment], data_root: str) -> list[Exp
             for e in tiny]
 
 
+INTERRUPTED = 130  # a sweep stopped by Ctrl-C, as a shell reports SIGINT
+
+
 def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = None, *,
                script: Script | None = None) -> int:
     """Parse flags, plan, run the sweep, run the analysis; returns the exit code (2 for bad
@@ -170,6 +173,9 @@ def sweep_main(experiments: Sequence[Experiment], argv: Sequence[str] | None = N
     report = run_plan(plan, store, options)
     print(report.format(), flush=True)
     code = 0 if report.ok else 1
+    if report.interrupted:
+        print("analysis: not run (the sweep was interrupted)")
+        return INTERRUPTED
     if args.no_analysis:
         return code
     if report.running_elsewhere:

@@ -68,17 +68,19 @@ class SweepReport:
     not_launched: dict[str, str] = field(default_factory=dict)  # run_id -> why
     running_elsewhere: dict[str, str] = field(default_factory=dict)  # run_id -> who
     trained_again: dict[str, str] = field(default_factory=dict)  # run_id -> what was wrong
+    interrupted: list[str] = field(default_factory=list)  # Tune stopped (Ctrl-C) before them
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.not_launched
+        return not self.failed and not self.not_launched and not self.interrupted
 
     def add(self, stage: "StageResult") -> None:
         self.ran += stage.ran
         self.skipped += stage.skipped
         self.failed.update(stage.failed)
         self.collapsed.update(stage.collapsed)
+        self.interrupted += stage.interrupted
 
     def claimed(self, claim: Claim) -> None:
         """What leasing a stage's runs found: held by another live driver, or committed."""
@@ -89,6 +91,7 @@ class SweepReport:
         lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (already complete), "
                  f"{len(self.failed)} failed, {len(self.not_launched)} not launched, "
                  f"{len(self.collapsed)} collapsed, "
+                 + (f"{len(self.interrupted)} interrupted, " if self.interrupted else "")
                  + (f"{len(self.running_elsewhere)} running elsewhere, "
                     if self.running_elsewhere else "") + f"{self.seconds:.0f}s"]
         for run_id, why in sorted(self.trained_again.items()):
@@ -105,6 +108,10 @@ class SweepReport:
             lines.append(f"  NOT LAUNCHED {run_id}: {why}")
         for run_id, why in sorted(self.running_elsewhere.items()):
             lines.append(f"  RUNNING ELSEWHERE {run_id}: {why}")
+        if self.interrupted:
+            lines.append(f"  INTERRUPTED: {len(self.interrupted)} runs stopped or never started "
+                         "(Ctrl-C, or Tune ended early); run the same command again to go on "
+                         "from their checkpoints")
         return "\n".join(lines)
 
 
@@ -118,6 +125,7 @@ class StageResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     collapsed: dict[str, str] = field(default_factory=dict)
+    interrupted: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------
@@ -154,6 +162,10 @@ def run_plan(plan: Plan, store: Store | str, options: SweepOptions) -> SweepRepo
             stage1 = _claim(owner, stage1, report)
             print(f"stage 1: {len(stage1)} teacher/NDS/control runs to train")
             report.add(_run_stage("stage1", stage1, store, plan, options, place, owner.id))
+            if report.interrupted:  # Ctrl-C: stop here, as the user asked
+                print("stage 2: not started (the sweep was interrupted)")
+                report.seconds = time.perf_counter() - t0
+                return report
             stage2 = _claim(owner, _with_teachers(pending2, store, report), report)
             print(f"stage 2: {len(stage2)} DS runs to train")
             report.add(_run_stage("stage2", stage2, store, plan, options, place, owner.id))
@@ -295,37 +307,47 @@ def _callbacks(name: str, n_runs: int, plan: Plan, options: SweepOptions,
 def _outcome(results, specs: list[RunSpec], store: Store, earlier: Mapping[str, str],
              retries: RetryPolicy) -> StageResult:
     """Each run of the stage: complete in the store (ran; skipped when its trial found it
-    complete already), or failed with why. Trials that ended well leave no resume checkpoint
-    behind."""
+    complete already), failed with its error, or interrupted. Tune returns with runs that are
+    neither complete nor failed by an error of their own only when it was stopped (Ctrl-C):
+    those are interrupted, and their resume checkpoints stay for the next sweep."""
     out = StageResult()
     unreported = {s.run_id for s in specs}
     teachers = {s.run_id for s in specs if s.role == "teacher"}
-    unstarted = []  # errors of trials Tune could not start: no config says whose they were
+    errors = [_one_line(r.error) for r in results if not r.config and r.error is not None]
     for result in results:
-        if not result.config:
-            unstarted.append(_one_line(result.error) if result.error else "no config")
+        if not result.config:  # a trial Tune could not start: no config says whose it was
             continue
         ids = [RunSpec.from_dict(d).run_id for d in result.config["specs"]]
-        diverged = (result.metrics or {}).get("failed") or {}
-        gave_up = retries.gave_up.get((result.metrics or {}).get("trial_id"))
-        for run_id in ids:
-            unreported.discard(run_id)
-            if store.status(run_id, verify_model=run_id in teachers).complete:
-                (out.skipped if (result.metrics or {}).get("already_complete")
-                 else out.ran).append(run_id)
-            elif run_id in diverged:
-                out.failed[run_id] = diverged[run_id]
-            elif gave_up or result.error is not None:
-                out.failed[run_id] = gave_up or _one_line(result.error)
-            else:
-                out.failed[run_id] = "trial ended but the run is not complete in the store"
-        if result.error is None and not gave_up:
+        unreported -= set(ids)
+        _judge(result, ids, store, teachers, retries, out)
+        finished = not set(ids) & set(out.interrupted)  # an interrupted run resumes from them
+        if finished and result.error is None and not retries.gave_up.get(
+                (result.metrics or {}).get("trial_id")):
             _delete_checkpoints(result, ids, store, earlier)
-    for run_id in unreported:  # trials Tune never reported, or could not start
-        out.failed[run_id] = "no result from Ray Tune" + (
-            f" (a trial that never started: {unstarted[0]})" if unstarted else "")
+    for run_id in sorted(unreported):  # trials Tune never started
+        if errors:
+            out.failed[run_id] = f"no result from Ray Tune (a trial that never started: {errors[0]})"
+        else:
+            out.interrupted.append(run_id)
     out.collapsed = collapsed_runs(store, out.ran)
     return out
+
+
+def _judge(result, ids: list[str], store: Store, teachers: set[str], retries: RetryPolicy,
+           out: StageResult) -> None:
+    """Put each run of one trial's result into ``out``: ran, skipped, failed or interrupted."""
+    metrics = result.metrics or {}
+    diverged = metrics.get("failed") or {}
+    gave_up = retries.gave_up.get(metrics.get("trial_id"))
+    for run_id in ids:
+        if store.status(run_id, verify_model=run_id in teachers).complete:
+            (out.skipped if metrics.get("already_complete") else out.ran).append(run_id)
+        elif run_id in diverged:
+            out.failed[run_id] = diverged[run_id]
+        elif gave_up or result.error is not None:
+            out.failed[run_id] = gave_up or _one_line(result.error)
+        else:  # the trial ended with no error and no result: Tune stopped it
+            out.interrupted.append(run_id)
 
 
 def collapsed_runs(store: Store, run_ids: list[str]) -> dict[str, str]:
