@@ -129,6 +129,18 @@ def release_cuda_memory() -> bool:
     return True
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Is ``error`` an out-of-memory error: torch's own class (``torch.OutOfMemoryError``,
+    ``torch.cuda.OutOfMemoryError`` in older torch), or a ``RuntimeError`` that says so (a
+    CPU allocator's, some backends')?"""
+    torch = _torch()
+    kinds = tuple({getattr(torch, "OutOfMemoryError", None),
+                   getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)} - {None})
+    if kinds and isinstance(error, kinds):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
 def set_determinism(on: bool) -> None:
     """Deterministic algorithms on (``RunSpec.deterministic``) or off, process-wide:
     ``torch.use_deterministic_algorithms`` (an op with no deterministic CUDA kernel warns,
