@@ -131,3 +131,57 @@ def test_evaluation_during_training_keeps_the_table(digits, digits_teacher):
     trainer.predict_all()
     assert not trainer.finished and trainer.teacher_logits is not None
 
+
+# ----------------------------------------------------------------------------------------
+# A checkpoint after the last epoch: a trial that fails in evaluation trains nothing again
+# ----------------------------------------------------------------------------------------
+def test_a_trial_that_fails_in_evaluation_resumes_at_its_last_epoch(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from ray import tune
+
+    from kdray.store import Store
+    from kdray.sweep.checkpoints import META, Cadence
+    from kdray.sweep.trainable import Reporter
+    from kdray.training.state import STATE, load_state
+    from kdray.trial import run
+
+    spec = RunSpec(dataset="digits", role="teacher", arch="lenet5", epochs=2, batch_size=100,
+                   data={"image_size": 16}, lr=STABLE_LR)
+    undisturbed = run(spec, Store(str(tmp_path / "undisturbed")), device="cpu", num_workers=0)
+    saved = []  # what Tune keeps of each checkpoint a report carries
+
+    def report(row, checkpoint=None):
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d, open(os.path.join(d, META)) as f:
+                saved.append((json.load(f), load_state(os.path.join(d, STATE))))
+    monkeypatch.setattr(tune, "report", report)
+    epochs, predict = [], Trainer.predict_all
+
+    def counted(trainer):
+        epochs.append(trainer.epoch)
+        return train_epoch(trainer)
+
+    def fails_once(trainer, *a, **kw):
+        if not failed:
+            failed.append(trainer.epoch)
+            raise OOM("CUDA out of memory (in evaluation)")
+        return predict(trainer, *a, **kw)
+    failed = []
+    train_epoch = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch", counted)
+    monkeypatch.setattr(Trainer, "predict_all", fails_once)
+    store = Store(str(tmp_path / "store"))
+    cadence = Cadence(every_epochs=10)  # no checkpoint by the cadence in 2 epochs
+    with pytest.raises(OOM, match="in evaluation"):
+        run(spec, store, device="cpu", num_workers=0, on_epoch=Reporter([spec], cadence, 0).epoch)
+    assert epochs == [0, 1] and failed == [2] and [meta["epoch"] for meta, _ in saved] == [2]
+    assert not store.status(spec.run_id).complete
+    torch.manual_seed(777)  # a retry is a fresh process: nothing comes from this one
+    record = run(spec, store, device="cpu", num_workers=0, resume=saved[0][1],
+                 on_epoch=Reporter([spec], cadence, 2).epoch)
+    assert epochs == [0, 1]  # the retry trained no epoch: it evaluated and committed
+    assert record["resumed_from_epoch"] == 2 and "eval_batch_size" not in record
+    for key in ("predictions_sha256", "model_sha256"):  # bitwise the undisturbed run's
+        assert record[key] == undisturbed[key], key
