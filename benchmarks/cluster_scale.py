@@ -6,7 +6,7 @@ its own that joins the cluster by address (as ``ray submit`` runs a sweep script
 
 - ``before``: every epoch reports with a resume checkpoint (kdray before the cadence);
 - ``after``: every epoch reports its metrics, a checkpoint only at ``kdray.sweep.checkpoints``'s
-  default cadence (every 10 epochs or 15 minutes, never after the last epoch).
+  default cadence (every 10 epochs or 15 minutes, and after the last epoch).
 
 Each sweep is ``--trials`` concurrent trials (default 32) of ``--epochs`` epochs, driven
 by Ray Tune with kdray's callbacks (W&B offline, its runs made by a driver thread; the

@@ -115,7 +115,7 @@ def test_checkpoint_cadence_every_n_epochs_or_m_minutes():
         if clock.due(epoch, final_epoch=7):
             clock.saved(epoch)
             due.append(epoch)
-    assert due == [3, 5]  # epoch 3 by count, epoch 5 by time (170 s > 2 min); never the last
+    assert due == [3, 5, 7]  # epoch 3 by count, epoch 5 by time (170 s > 2 min), and the last
     resumed = CheckpointClock(Cadence(every_epochs=3), start_epoch=5)
     assert not resumed.due(7) and resumed.due(8)  # counted from the epoch it resumed at
     for kwargs, flag in [({"every_epochs": 0}, "--checkpoint-every-epochs: 0"),

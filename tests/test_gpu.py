@@ -78,6 +78,26 @@ def test_fp32_precision_turns_tf32_off_and_restores():
     assert (conv.fp32_precision, matmul.fp32_precision) == before
 
 
+@pytest.mark.parametrize("conv", [None, "without fp32_precision"])
+def test_fp32_precision_falls_back_to_allow_tf32_on_an_older_torch(monkeypatch, conv):
+    """torch 2.4 (the floor) has no ``fp32_precision`` switches: the ``allow_tf32`` flags
+    are turned off instead, and restored."""
+    from types import SimpleNamespace
+
+    cudnn = SimpleNamespace(allow_tf32=True)
+    if conv is not None:
+        cudnn.conv = SimpleNamespace()  # a cudnn.conv namespace without the new switch
+    matmul = SimpleNamespace(allow_tf32=True)
+    monkeypatch.setattr(torch.backends, "cudnn", cudnn)
+    monkeypatch.setattr(torch.backends, "cuda", SimpleNamespace(matmul=matmul))
+    assert [name for _, name, _ in gpu.tf32_switches()] == ["allow_tf32", "allow_tf32"]
+    with pytest.raises(RuntimeError, match="inside"), gpu.fp32_precision():
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        assert not hasattr(matmul, "fp32_precision")  # nothing new was set
+        raise RuntimeError("inside")
+    assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+
+
 def test_batch_statistics_are_found():
     assert gpu.has_batch_statistics(build_model("resnet20", 10, image_size=16))
     assert not gpu.has_batch_statistics(build_model("lenet5", 10, image_size=16))

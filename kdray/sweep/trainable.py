@@ -3,7 +3,9 @@
 As in Ray Tune's examples, :func:`train` is a function of the trial's ``config``
 (``{"specs": [RunSpec dicts]}``): it sets up the process, finds the state to resume from, and
 runs the trial (``kdray/trial/``) with a :class:`Reporter` that reports every epoch to Tune
-and writes a resume checkpoint at the cadence (``kdray/sweep/checkpoints.py``).
+and writes a resume checkpoint at the cadence and after the last epoch
+(``kdray/sweep/checkpoints.py``): a retry of a trial that failed after training resumes at
+its last epoch and only evaluates and commits.
 
 What a trial reports: first its node and device (``kdray/sweep/runtime.py``; it fails at once
 when Ray gave it a GPU that CUDA cannot use), then per epoch ``{"epoch", "students": {run_id:
@@ -97,7 +99,7 @@ def resume_state(store: Store, earlier: str | None) -> dict[str, Any] | None:
 
 class Reporter:
     """What a trial tells Tune: every epoch's metrics, with a resume checkpoint whenever the
-    cadence says one is due (never after the last epoch), and the final results."""
+    cadence says one is due and after the last epoch, and the final results."""
 
     def __init__(self, specs: list[RunSpec], cadence: Cadence, start_epoch: int) -> None:
         self.run_ids = [s.run_id for s in specs]

@@ -129,6 +129,18 @@ def release_cuda_memory() -> bool:
     return True
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Is ``error`` an out-of-memory error: torch's own class (``torch.OutOfMemoryError``,
+    ``torch.cuda.OutOfMemoryError`` in older torch), or a ``RuntimeError`` that says so (a
+    CPU allocator's, some backends')?"""
+    torch = _torch()
+    kinds = tuple({getattr(torch, "OutOfMemoryError", None),
+                   getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)} - {None})
+    if kinds and isinstance(error, kinds):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
 def set_determinism(on: bool) -> None:
     """Deterministic algorithms on (``RunSpec.deterministic``) or off, process-wide:
     ``torch.use_deterministic_algorithms`` (an op with no deterministic CUDA kernel warns,
@@ -145,21 +157,33 @@ def set_determinism(on: bool) -> None:
     torch.backends.cudnn.benchmark = not on
 
 
+def tf32_switches() -> list[tuple[object, str, object]]:
+    """``(object, attribute, fp32 value)`` of each TF32 switch of this torch: the
+    ``fp32_precision`` API where it exists (torch 2.9 documents it; the ``allow_tf32`` flags
+    are deprecated there), else the ``allow_tf32`` flags that torch 2.4 (the floor) has."""
+    import torch
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    conv = getattr(cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision") and hasattr(matmul, "fp32_precision"):
+        return [(conv, "fp32_precision", "ieee"), (matmul, "fp32_precision", "ieee")]
+    return [(cudnn, "allow_tf32", False), (matmul, "allow_tf32", False)]
+
+
 @contextlib.contextmanager
 def fp32_precision() -> Iterator[None]:
     """Full fp32 inside the block: no TF32 in cuDNN convolutions (on by default) or in
-    matmuls, so evaluation logits are IEEE fp32 on a GPU as on a CPU. Restores the settings."""
-    import torch
-
-    flags = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
-    saved = [f.fp32_precision for f in flags]
-    for f in flags:
-        f.fp32_precision = "ieee"
+    matmuls, so evaluation logits are IEEE fp32 on a GPU as on a CPU. Restores the settings.
+    Through whichever switches this torch has (:func:`tf32_switches`)."""
+    switches = tf32_switches()
+    saved = [getattr(obj, name) for obj, name, _ in switches]
+    for obj, name, fp32 in switches:
+        setattr(obj, name, fp32)
     try:
         yield
     finally:
-        for f, value in zip(flags, saved):
-            f.fp32_precision = value
+        for (obj, name, _), value in zip(switches, saved):
+            setattr(obj, name, value)
 
 
 # ----------------------------------------------------------------------------------------

@@ -106,3 +106,9 @@ class StepGraph:
 
     def replay(self) -> None:
         self.graph.replay()
+
+    def release(self) -> None:
+        """Free the captured graph and its private memory pool (no replay after this)."""
+        if self.graph is not None:
+            self.graph.reset()
+        self.graph = None

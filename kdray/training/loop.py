@@ -148,6 +148,7 @@ class Trainer:
         self.students = [self._student(s) for s in specs]
         self.epoch = 0
         self.teacher_logits: TeacherLogits | None = None  # record or replay: use_teacher_logits
+        self.eval_batch_sizes: list[int] = []  # the last predict_all's, first the one asked
 
     def _why_not_captured(self, cuda_graph: bool | None) -> str | None:
         for reason, applies in (("turned off", not gpu.graphs_enabled(cuda_graph)),
@@ -439,33 +440,73 @@ class Trainer:
                 on_epoch(self, metrics)
 
     # -- evaluation ----------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """Has training ended (every epoch trained, or every student failed)?"""
+        return self.epoch >= self.spec.epochs or not self.active
+
+    def release_training_memory(self) -> None:
+        """Drop what only training needs: the captured step (its CUDA graph and memory pool)
+        and the teacher-logit table (saved to the store before evaluation); then return the
+        cached CUDA blocks to the driver. Training after this captures and runs the teacher
+        again (the same logits); nothing a prediction reads is touched."""
+        if self._graph is not None:
+            self._graph.release()
+        self._graph, self.teacher_logits = None, None
+        gpu.release_cuda_memory()
+
     @torch.inference_mode()
     def predict_all(self, split: TensorData | torch.utils.data.Dataset | None = None,
                     batch_size: int = 512) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """``({run_id: predicted labels}, true labels)`` of every active student on every
         sample of ``split`` (default: test), in order; each batch is prepared once. In fp32
         (no autocast, no TF32): bf16 logits (8 significant bits) would turn near-ties into
-        exact ties that ``argmax`` gives to the lowest class index."""
+        exact ties that ``argmax`` gives to the lowest class index.
+
+        After training (:attr:`finished`) it first frees what training held
+        (:meth:`release_training_memory`). Out of memory, it halves the batch and goes on
+        from the first sample not yet predicted: in eval mode a sample's logits do not depend
+        on its batch, so the predictions are the same. :attr:`eval_batch_sizes` lists the
+        sizes tried; below a batch of 1 it raises."""
         split = self.data.test if split is None else split
+        if self.finished:
+            self.release_training_memory()
         students = self.active
         for s in students:
             s.model.eval()
-        preds: dict[str, list[torch.Tensor]] = {s.run_id: [] for s in students}
-        labels = []
+        out = _Predicted([s.run_id for s in students])
+        self.eval_batch_sizes = [batch_size]
+        while True:
+            try:
+                self._predict_from(students, split, out)
+                break
+            except RuntimeError as e:
+                self.eval_batch_sizes.append(smaller_eval_batch(self.eval_batch_sizes[-1], e))
+            gpu.release_cuda_memory()  # here the failed batch's tensors are freed
+        return out.arrays()
+
+    @property
+    def eval_batch_size(self) -> int | None:
+        """The evaluation batch the last :meth:`predict_all` ended with, when out of memory
+        made it smaller than asked; else None."""
+        sizes = self.eval_batch_sizes
+        return sizes[-1] if len(sizes) > 1 else None
+
+    def _predict_from(self, students: list[Student], split, out: "_Predicted") -> None:
+        """Predict ``split`` from sample ``out.done`` on, in batches of the last size tried."""
+        size = self.eval_batch_sizes[-1]
         if isinstance(split, TensorData):
-            batches = ((split.x[i:i + batch_size], split.y[i:i + batch_size])
-                       for i in range(0, len(split), batch_size))
+            batches = ((split.x[i:i + size], split.y[i:i + size])
+                       for i in range(out.done, len(split), size))
         else:
-            batches = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False,
+            rest = split if out.done == 0 else torch.utils.data.Subset(
+                split, range(out.done, len(split)))
+            batches = torch.utils.data.DataLoader(rest, batch_size=size, shuffle=False,
                                                   num_workers=self.num_workers, pin_memory=self.cuda)
         with gpu.fp32_precision() if self.cuda else contextlib.nullcontext():
             for x, y in batches:
                 x = self._inputs(x.to(self.device, non_blocking=True))
-                for s in students:
-                    preds[s.run_id].append(s.model(x).argmax(-1).cpu())
-                labels.append(torch.as_tensor(y))
-        return ({r: torch.cat(p).numpy().astype(np.int64) for r, p in preds.items()},
-                torch.cat(labels).numpy().astype(np.int64))
+                out.add([s.model(x).argmax(-1).cpu() for s in students], torch.as_tensor(y))
 
     def predict(self, split: TensorData | torch.utils.data.Dataset | None = None,
                 batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -473,6 +514,38 @@ class Trainer:
         preds, labels = self.predict_all(split, batch_size)
         return preds[self.students[0].run_id], labels
 
+
+
+class _Predicted:
+    """The predictions of :meth:`Trainer.predict_all` so far: a batch counts only whole
+    (every student's labels of it), so a retry goes on from :attr:`done`."""
+
+    def __init__(self, run_ids: list[str]) -> None:
+        self.preds: dict[str, list[torch.Tensor]] = {r: [] for r in run_ids}
+        self.labels: list[torch.Tensor] = []
+        self.done = 0
+
+    def add(self, batch: list[torch.Tensor], y: torch.Tensor) -> None:
+        for p, run_preds in zip(batch, self.preds.values()):
+            run_preds.append(p)
+        self.labels.append(y)
+        self.done += len(y)
+
+    def arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        return ({r: torch.cat(p).numpy().astype(np.int64) for r, p in self.preds.items()},
+                torch.cat(self.labels).numpy().astype(np.int64))
+
+
+def smaller_eval_batch(size: int, error: RuntimeError) -> int:
+    """The next evaluation batch after ``error`` at ``size``: half of it, when ``error`` is an
+    out-of-memory error and the batch can shrink; else ``error`` goes on (or a clear one)."""
+    if not gpu.is_out_of_memory(error):
+        raise error
+    if size <= 1:
+        raise RuntimeError(f"evaluation: out of memory with a batch of 1 sample; the model's "
+                           f"forward pass does not fit in the device memory left") from error
+    warnings.warn(f"evaluation: out of memory with batches of {size}; trying {size // 2}")
+    return size // 2
 
 
 def divergence_message(epoch: int) -> str:

@@ -118,6 +118,7 @@ class Provenance:
                  node: dict[str, Any]) -> None:
         self.cohort, self.teacher_run_id, self.node = cohort, teacher_run_id, node
         self.teacher_logits: str | None = None  # a DS cohort's: replayed, or computed and why
+        self.eval_batch_size: int | None = None  # the evaluation batch, when memory shrank it
         self.started, self.t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
 
     def record(self, history: list[dict[str, float]], resumed_from_epoch: int,
@@ -125,7 +126,8 @@ class Provenance:
         """One student's provenance; ``code`` and ``device`` from :func:`code_version` and
         :func:`device_name` (looked up once per cohort: a git call each)."""
         finished = dt.datetime.now(dt.timezone.utc)
-        return {"teacher_run_id": self.teacher_run_id, "teacher_logits": self.teacher_logits,
+        shrunk = {} if self.eval_batch_size is None else {"eval_batch_size": self.eval_batch_size}
+        return {**shrunk, "teacher_run_id": self.teacher_run_id, "teacher_logits": self.teacher_logits,
                 "cohort": self.cohort,
                 "history": history, "resumed_from_epoch": resumed_from_epoch,
                 "wall_seconds": time.perf_counter() - self.t0,

@@ -100,7 +100,8 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, options: TrialOptio
     history: dict[str, list[dict[str, float]]] = {s.run_id: [] for s in specs}
     trainer.fit(_recording(history, options.on_epoch))  # 1. train
     teacher_logits.save(trainer, store, logits_path)
-    preds, labels = trainer.predict_all()  # 2. predict
+    preds, labels = trainer.predict_all()  # 2. predict (frees what training held first)
+    provenance.eval_batch_size = trainer.eval_batch_size  # None unless memory shrank it
     code, device = code_version(), device_name(trainer.device)  # once: a git call each
     records = {}
     for student in trainer.active:  # 3. commit: the students predict_all predicted, in order
