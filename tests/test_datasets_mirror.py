@@ -108,3 +108,17 @@ def test_a_dataset_that_cannot_be_fetched_stops_only_its_runs(s3_uri, tmp_path, 
     failed = stage_datasets(runs, Store(s3_uri), tmp_path / "empty", log=lambda _: None)
     assert list(failed) == ["svhn-a"]
     assert "dataset svhn could not be staged into the store" in failed["svhn-a"]
+
+
+def test_a_trials_enclosing_mirror_reaches_load_dataset(s3_uri, tmp_path, monkeypatch):
+    """A trial opens the store's mirror around everything it loads (kdray/sweep/trainable.py)
+    and calls load_dataset without ``mirror=``: the enclosing mirror stays in force."""
+    driver, node = tmp_path / "driver", tmp_path / "node"
+    options = write_tiny("cifar10", driver)
+    assert stage_datasets([Run("c-0", "cifar10", options)], Store(s3_uri), driver,
+                          log=lambda _: None) == {}
+    forbid_network(monkeypatch.setattr)
+    with fetch.mirror(Store(s3_uri)):
+        got = load_dataset("cifar10", options, node)
+    _same(got.test, load_dataset("cifar10", options, driver).test)
+    assert fetch.is_ready(node / "cifar10")

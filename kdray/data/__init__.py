@@ -157,8 +157,11 @@ def load_dataset(name: str, options: dict[str, Any] | None = None,
         raise ValueError(f"dataset: {name!r} is not registered; expected one of {sorted(DATASETS)}")
     info = DATASETS[name]
     opts = {**info.defaults, **(options or {})}
-    with fetch.mirror(mirror, publish=publish):
+    if mirror is None:  # an enclosing fetch.mirror(...) (a trial's) stays in force
         splits = info.loader(opts, data_dir(root))
+    else:
+        with fetch.mirror(mirror, publish=publish):
+            splits = info.loader(opts, data_dir(root))
     missing = set(info.attributes) - set(splits.attributes)
     if missing:
         raise RuntimeError(f"dataset {name!r}: loader returned no attribute(s) {sorted(missing)}")
