@@ -58,14 +58,15 @@ def quick_case(tiny: bool) -> tuple[str, list[RunSpec], DatasetSplits]:
 
 
 def cifar_case(tiny: bool) -> tuple[str, list[RunSpec], DatasetSplits]:
-    n_train = 128 if tiny else 1280  # 1 or 10 steps of batch 128
+    batch = 16 if tiny else 128
+    n_train = batch if tiny else 1280  # 1 step of batch 16, or 10 steps of batch 128
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 100, (n_train,), generator=g)
-    data = DatasetSplits(train=TensorData(x, y), test=TensorData(x[:128], y[:128]),
+    data = DatasetSplits(train=TensorData(x, y), test=TensorData(x[:batch], y[:batch]),
                          num_classes=100, image_size=32)
     specs = [RunSpec(dataset="cifar100", role="ds", arch="resnet20", teacher_arch="resnet56",
-                     temperature=t, alpha=0.8, epochs=1, batch_size=128) for t in TEMPERATURES]
+                     temperature=t, alpha=0.8, epochs=1, batch_size=batch) for t in TEMPERATURES]
     return "resnet56 -> resnet20, CIFAR-100-shaped 32 px, N = 13", specs, data
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from kdray.sweep.cli import Script
 from kdray.sweep.grid import expand, narrow
 from kdray.sweep.paper import EXPERIMENTS, high_temperature_extension
 from kdray.sweep.plan import THROUGHPUT, gpu_hours
@@ -104,14 +105,15 @@ def test_dry_run_prints_the_plan_and_writes_plan_json(tmp_path):
     assert not (tmp_path / "store" / "tune").exists()  # nothing ran
 
 
-def test_bad_flags_fail_before_any_work(tmp_path):
+def test_bad_flags_fail_before_any_work(tmp_path, capsys):
+    """In process (the script's exit code in a process of its own, before Ray starts:
+    test_flags.py)."""
     for args, message in [(["--temperatures", "-1"], "--temperatures: -1 is not > 0"),
                           (["--datasets", "mnist"], "--datasets: 'mnist' is not in this sweep"),
                           (["--alphas", "2"], "--alphas: 2 is not in [0, 1]"),
                           (["--resources", "resnet99=cpu:1"], "--resources: 'resnet99=cpu:1'")]:
-        out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "full_paper.py"), *args,
-                              "--store", str(tmp_path / "s")], capture_output=True, text=True)
-        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+        code = Script("sweeps/full_paper.py", EXPERIMENTS).main([*args, "--store", str(tmp_path / "s")])
+        assert code == 2 and message in capsys.readouterr().err, args
         assert not (tmp_path / "s").exists()
 
 

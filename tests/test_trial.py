@@ -12,6 +12,7 @@ from conftest import STABLE_LR, TINY_TRIFEATURE
 from kdray import RunSpec
 from kdray.store import PREDICTION_FIELDS, Store, sha256_bytes
 from kdray.trial import TeacherMissingError, run
+from kdray.trial.cli import main as _trial_main
 
 pytestmark = pytest.mark.trains
 RECIPE = dict(epochs=1, batch_size=100, lr=STABLE_LR, data=TINY_TRIFEATURE)
@@ -19,6 +20,14 @@ TEACHER = RunSpec(dataset="trifeature-shape", role="teacher", arch="resnet20", s
 NDS = RunSpec(dataset="trifeature-shape", role="nds", arch="lenet5", seed=0, **RECIPE)
 DS = RunSpec(dataset="trifeature-shape", role="ds", arch="lenet5", teacher_arch="resnet20",
              temperature=4.0, alpha=0.8, seed=0, **RECIPE)
+
+
+def trial_main(argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """``python -m kdray.trial ARGV`` in this process: its exit code and what it printed."""
+    capsys.readouterr()
+    code = _trial_main(argv)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out.out, out.err)
 
 
 def test_teacher_nds_ds_commit_a_contract_store(store_uri, data_root):
@@ -61,7 +70,7 @@ def test_ds_without_its_teacher_fails_clearly_before_training(tmp_path, data_roo
     assert not (tmp_path / "empty" / "runs").exists()  # nothing written
 
 
-def test_command_line(tmp_path, data_root):
+def test_command_line(tmp_path, data_root, capsys):
     store = tmp_path / "cli"
     args = [sys.executable, "-m", "kdray.trial", "--store", str(store), "--data-dir", data_root,
             "--dataset", "trifeature-shape", "--role", "nds", "--arch", "lenet5", "--epochs", "1",
@@ -74,22 +83,21 @@ def test_command_line(tmp_path, data_root):
     # the same run from a JSON spec file
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(NDS.to_dict()))
-    again = subprocess.run([sys.executable, "-m", "kdray.trial", "--store", str(tmp_path / "cli2"),
-                            "--data-dir", data_root, "--spec", str(spec_file), "--wandb-mode", "disabled"],
-                           capture_output=True, text=True)
+    # the command's other calls in process (what a subprocess adds, its start, is shown above)
+    again = trial_main(["--store", str(tmp_path / "cli2"), "--data-dir", data_root,
+                        "--spec", str(spec_file), "--wandb-mode", "disabled"], capsys)
     assert again.returncode == 0, again.stderr
     a = Store(store).read_predictions(NDS.run_id).column("pred").to_numpy()
     b = Store(tmp_path / "cli2").read_predictions(NDS.run_id).column("pred").to_numpy()
     assert np.array_equal(a, b)  # CPU training with a given seed is deterministic
     # bad input: a clear one-line error and exit 2, before any work
-    bad = subprocess.run([sys.executable, "-m", "kdray.trial", "--store", str(store), "--dataset",
-                          "trifeature-shape", "--role", "ds", "--arch", "lenet5",
-                          "--teacher-arch", "resnet20", "--temperature", "-2", "--alpha", "0.8"],
-                         capture_output=True, text=True)
+    bad = trial_main(["--store", str(store), "--dataset", "trifeature-shape", "--role", "ds",
+                      "--arch", "lenet5", "--teacher-arch", "resnet20", "--temperature", "-2",
+                      "--alpha", "0.8"], capsys)
     assert bad.returncode == 2 and "--temperatures: -2.0 is not > 0" in bad.stderr
 
 
-def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root):
+def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root, capsys):
     """Several temperatures/alphas (or several --spec files) train as one cohort, without Ray;
     each run is committed as it would be alone."""
     store = Store(tmp_path / "store")
@@ -116,23 +124,21 @@ def test_command_line_runs_a_cohort_with_one_teacher(tmp_path, data_root):
                          store.read_bytes(store.run_path(TEACHER.run_id, name)))
     for spec in specs[:2]:
         (tmp_path / f"{spec.run_id}.json").write_text(json.dumps(spec.to_dict()))
-        alone = subprocess.run([sys.executable, "-m", "kdray.trial", "--store", str(tmp_path / "lone"),
-                                "--data-dir", data_root, "--wandb-mode", "disabled",
-                                "--spec", str(tmp_path / f"{spec.run_id}.json")],
-                               capture_output=True, text=True)
+        alone = trial_main(["--store", str(tmp_path / "lone"), "--data-dir", data_root,
+                            "--wandb-mode", "disabled", "--spec", str(tmp_path / f"{spec.run_id}.json")],
+                           capsys)
         assert alone.returncode == 0, alone.stderr
         assert np.array_equal(lone.read_predictions(spec.run_id).column("pred").to_numpy(),
                               store.read_predictions(spec.run_id).column("pred").to_numpy())
     other_seed = tmp_path / "seed1.json"
     other_seed.write_text(json.dumps(specs[0].replace(seed=1).to_dict()))
-    mixed = subprocess.run([sys.executable, "-m", "kdray.trial", *common, "--spec",
-                            str(tmp_path / f"{specs[0].run_id}.json"), str(other_seed)],
-                           capture_output=True, text=True)
+    mixed = trial_main([*common, "--spec", str(tmp_path / f"{specs[0].run_id}.json"),
+                        str(other_seed)], capsys)
     assert mixed.returncode == 2 and "differ in more than temperature and alpha" in mixed.stderr
     # a student that diverges (T = 1e-39 overflows the soft targets) fails alone, saying what to try
-    diverged = subprocess.run(args[:args.index("--temperature")] + ["--temperature", "1e-39", "2",
-                              "--alpha", "0.8", "--data", *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]],
-                              capture_output=True, text=True)
+    diverged = trial_main(args[3:args.index("--temperature")] + ["--temperature", "1e-39", "2",
+                          "--alpha", "0.8", "--data", *[f"{k}={v}" for k, v in TINY_TRIFEATURE.items()]],
+                          capsys)
     bad = DS.replace(temperature=1e-39)
     assert diverged.returncode == 1, diverged.stderr
     assert (f"FAILED {bad.run_id}: loss became non-finite in epoch 1 (the run diverged; try a "
