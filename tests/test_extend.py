@@ -1,6 +1,7 @@
-"""Extending a finished study through a sweep script's command line: new temperatures, then
-new seeds, schedule only the new runs (the new temperatures' cohorts replay the teacher logits
-the study's recorded), and the analysis picks them up with nothing else to do."""
+"""Extending a finished study through a sweep script's command line: new temperatures and new
+seeds (one extension, one sweep fewer than one for each) schedule only the new runs (the new
+temperatures' cohorts replay the teacher logits the study's recorded), and the analysis picks
+them up with nothing else to do."""
 
 import re
 
@@ -27,17 +28,17 @@ def test_extend_temperatures_then_seeds(ray_local, data_root, tmp_path, capsys):
     assert code == 0 and "sweep: 6 ran, 0 skipped" in out
     assert "| DS | 1 |" in out and "| DS | 2 |" not in out
 
-    code, out = _sweep(common + ["--temperatures", "1", "2"], capsys)
-    assert code == 0 and "sweep: 2 ran, 6 skipped" in out  # only the DS at T = 2 (2 seeds)
-    assert "stage 1: 0 teacher/NDS/control runs to train" in out
+    # one extension with a new temperature and a new seed: the study's seeds train only their
+    # DS at T = 2, replaying the logits their cohorts recorded; the new seed trains its teacher,
+    # its NDS and both its DS
+    code, out = _sweep(common + ["--temperatures", "1", "2", "--seeds", "0", "1", "2"], capsys)
+    assert code == 0 and "sweep: 6 ran, 6 skipped" in out  # 2 DS T = 2; seed 2's 4 runs
+    assert "stage 1: 2 teacher/NDS/control runs to train" in out  # seed 2's only
     assert "| DS | 2 |" in out  # the analysis includes the new temperature
     store = Store(str(tmp_path / "store"))
-    new = [r for r in store.list_run_ids() if "-ds-T2-" in r]
-    assert len(new) == 2  # they ran no teacher: the study's cohorts recorded its logits
-    assert all(store.read_run_json(r)["teacher_logits"].startswith("replayed from ") for r in new)
-
-    code, out = _sweep(common + ["--temperatures", "1", "2", "--seeds", "0", "1", "2"], capsys)
-    assert code == 0 and "sweep: 4 ran, 8 skipped" in out  # 1 teacher, 1 NDS, 2 DS of seed 2
+    replayed = [r for r in store.list_run_ids() if "-ds-T2-" in r and "-s2-" not in r]
+    assert len(replayed) == 2  # they ran no teacher: the study's cohorts recorded its logits
+    assert all(store.read_run_json(r)["teacher_logits"].startswith("replayed from ") for r in replayed)
     table = next(line for line in out.splitlines() if line.startswith("| Teacher |"))
     # three seeds now (one-epoch runs may be collapsed: "n = 0 of 3 (3 collapsed)")
     assert re.search(r"\| (3|n = \d of 3 \(\d collapsed\)) \|$", table.rstrip()), table
