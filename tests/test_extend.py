@@ -24,7 +24,7 @@ def _sweep(args, capsys):
 
 def test_extend_temperatures_then_seeds(ray_local, data_root, tmp_path, capsys):
     common = ["--store", str(tmp_path / "store"), "--data-dir", data_root, "--wandb-mode", "disabled"]
-    code, out = _sweep(common, capsys)
+    code, out = _sweep(common + ["--cuda-graph", "off"], capsys)
     assert code == 0 and "sweep: 6 ran, 0 skipped" in out
     assert "| DS | 1 |" in out and "| DS | 2 |" not in out
 
@@ -39,6 +39,10 @@ def test_extend_temperatures_then_seeds(ray_local, data_root, tmp_path, capsys):
     replayed = [r for r in store.list_run_ids() if "-ds-T2-" in r and "-s2-" not in r]
     assert len(replayed) == 2  # they ran no teacher: the study's cohorts recorded its logits
     assert all(store.read_run_json(r)["teacher_logits"].startswith("replayed from ") for r in replayed)
+    # --cuda-graph reached every trial: off in the first sweep, auto (here: no CUDA) after
+    graph = {r: store.read_run_json(r)["cuda_graph"] for r in store.list_run_ids()}
+    assert {g for r, g in graph.items() if "-s2-" in r or "-ds-T2-" in r} == {"not on CUDA"}, graph
+    assert {g for r, g in graph.items() if "-s2-" not in r and "-ds-T2-" not in r} == {"turned off"}
     table = next(line for line in out.splitlines() if line.startswith("| Teacher |"))
     # three seeds now (one-epoch runs may be collapsed: "n = 0 of 3 (3 collapsed)")
     assert re.search(r"\| (3|n = \d of 3 \(\d collapsed\)) \|$", table.rstrip()), table

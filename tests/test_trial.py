@@ -44,6 +44,7 @@ def test_teacher_nds_ds_commit_a_contract_store(store_uri, data_root):
         for key in ("test_accuracy", "per_class_accuracy", "n_test", "wall_seconds", "started",
                     "finished", "code_version", "torch_version", "device"):
             assert key in record, key
+        assert record["cuda_graph"] == "not on CUDA"  # why the step ran eagerly
         table = store.read_predictions(spec.run_id)
         assert table.schema.names == [f.name for f in PREDICTION_FIELDS] + ["attr_color", "attr_texture"]
         df = table.to_pandas()

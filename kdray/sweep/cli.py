@@ -80,7 +80,7 @@ def parser(description: str = "", default_store: str = "./results", *, prog: str
     explain(p.add_argument("--epochs", type=int, metavar="N", help="every run's epochs"),
             "Overrides the recipe's; its lr milestones scale with it.")
     explain(p.add_argument("--controls", action=argparse.BooleanOptionalAction, default=None,
-                           help="train each NDS's matched control (default: the script's)"),
+                           help="train matched controls (default: the script's)"),
             "The control is the NDS at lr x (1 - alpha), weight decay / (1 - alpha), one per "
             "seed and alpha: the step a DS gives its CE term (docs/claims.md, C9).")
     _tracking_flags(p)
@@ -124,6 +124,12 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
                    help="or every M minutes")
     p.add_argument("--max-concurrent", type=int, default=None, metavar="N",
                    help="most trials at once")
+    explain(p.add_argument("--cuda-graph", choices=["auto", "off"], default="auto", metavar="MODE",
+                           help="CUDA graphs: auto or off"),
+            "auto: where a trial can (CUDA, data in memory, no micro-batches), eager where capture "
+            "fails; off: eager everywhere. It reaches every trial on every node "
+            "($KDRAY_CUDA_GRAPH set where the driver runs does not); run.json's cuda_graph says "
+            "what each run did.")
     explain(p.add_argument("--cohort-size", nargs="+", default=[], metavar="N",
                            help="[FAMILY=]N: most DS per cohort trial"),
             "Distilled students sharing one teacher forward, for every model family or one "
@@ -214,7 +220,7 @@ def from_flags(args: argparse.Namespace, experiments: Sequence[Experiment],
                            data_dir=os.path.abspath(args.data_dir) if args.data_dir else None,
                            use_gpu=False if args.smoke_test else None,
                            progress_interval=args.progress_interval,
-                           shared_store=args.shared_store)
+                           shared_store=args.shared_store, cuda_graph=args.cuda_graph)
     return exps, options
 
 

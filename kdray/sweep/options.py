@@ -33,6 +33,10 @@ class SweepOptions:
         (``--smoke-test``).
     progress_interval : seconds between progress lines when stdout is not a terminal
         (``--progress-interval``; default ``$KDRAY_PROGRESS_INTERVAL``, else 30).
+    cuda_graph : ``"auto"``: each trial captures its training step in a CUDA graph where it
+        can (CUDA, data in memory, no micro-batches) and trains eagerly where capture fails;
+        ``"off"``: every trial trains eagerly (``--cuda-graph``). Either way run.json's
+        ``cuda_graph`` says which, or why not.
     shared_store : the local store's path is on storage that every node of the cluster
         mounts at that path (``--shared-store``); without it a local store is refused on a
         cluster of more than one node (``kdray/sweep/preflight.py``).
@@ -48,3 +52,4 @@ class SweepOptions:
     use_gpu: bool | None = None
     progress_interval: float | None = None
     shared_store: bool = False
+    cuda_graph: str = "auto"

@@ -51,7 +51,8 @@ def train(config: dict[str, Any], *, store_uri: str, options: SweepOptions,
         with fetch.mirror(store):  # datasets come from {store}/datasets, not the internet
             result = trial.run_cohort(pending, store, resume=resume, on_epoch=reporter.epoch,
                                       data_root=options.data_dir, node=runtime.node_info(),
-                                      num_workers=max(0, int(cpus) - 1))
+                                      num_workers=max(0, int(cpus) - 1),
+                                      cuda_graph=False if options.cuda_graph == "off" else None)
     finally:
         release_memory()
     reporter.final(result)

@@ -119,6 +119,7 @@ class Provenance:
         self.cohort, self.teacher_run_id, self.node = cohort, teacher_run_id, node
         self.teacher_logits: str | None = None  # a DS cohort's: replayed, or computed and why
         self.eval_batch_size: int | None = None  # the evaluation batch, when memory shrank it
+        self.cuda_graph = "captured"  # or why the step trained eagerly (Trainer.graph_off)
         self.started, self.t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
 
     def record(self, history: list[dict[str, float]], resumed_from_epoch: int,
@@ -128,7 +129,7 @@ class Provenance:
         finished = dt.datetime.now(dt.timezone.utc)
         shrunk = {} if self.eval_batch_size is None else {"eval_batch_size": self.eval_batch_size}
         return {**shrunk, "teacher_run_id": self.teacher_run_id, "teacher_logits": self.teacher_logits,
-                "cohort": self.cohort,
+                "cohort": self.cohort, "cuda_graph": self.cuda_graph,
                 "history": history, "resumed_from_epoch": resumed_from_epoch,
                 "wall_seconds": time.perf_counter() - self.t0,
                 "started": self.started.isoformat(), "finished": finished.isoformat(),

@@ -99,6 +99,7 @@ def run_cohort(specs: Sequence[RunSpec], store: Store | str, options: TrialOptio
         logits_path, provenance.teacher_logits = teacher_logits.attach(trainer, store, specs[0])
     history: dict[str, list[dict[str, float]]] = {s.run_id: [] for s in specs}
     trainer.fit(_recording(history, options.on_epoch))  # 1. train
+    provenance.cuda_graph = graph_outcome(trainer)
     teacher_logits.save(trainer, store, logits_path)
     preds, labels = trainer.predict_all()  # 2. predict (frees what training held first)
     provenance.eval_batch_size = trainer.eval_batch_size  # None unless memory shrank it
@@ -170,3 +171,11 @@ def load_teacher(spec: RunSpec, store: Store, data: DatasetSplits) -> torch.nn.M
     model = build_model(spec.teacher_arch, data.num_classes, pretrained=False, **data.model_kwargs())
     model.load_state_dict(store.read_model(teacher_id, verify=True))
     return model
+
+
+def graph_outcome(trainer: Trainer) -> str:
+    """run.json's ``cuda_graph``: ``"captured"`` (the step ran as a CUDA graph replay), or why
+    it ran eagerly (``"turned off"``, ``"not on CUDA"``, ``"capture failed: ..."``)."""
+    if trainer.captured:
+        return "captured"
+    return trainer.graph_off or "not captured (no epoch trained after the warm-up)"
