@@ -1,6 +1,6 @@
 """The paper's Trifeature experiment (Table 2's Trifeature columns, Table 9) on one laptop.
 
-    python sweeps/trifeature_paper.py                                  # shape label: 60 runs
+    python sweeps/trifeature_paper.py                                  # shape label: 65 runs
     python sweeps/trifeature_paper.py --temperatures 20 30 40          # + Table 9's high T
     python sweeps/trifeature_paper.py --datasets trifeature-texture    # Table 9's texture label
 
